@@ -1,0 +1,61 @@
+"""Who is a positive, a negative or a pseudo-negative, per target class.
+
+Only the human label of each task is stored; per-class positive and negative sets are
+derived from it, so relabelling or deleting a task can never leave it in two sets. An
+annotation of class A is a positive for A and a negative for every other target.
+Pseudo-negatives are the machine's guesses, replaced at every retrain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+
+TaskId = Hashable
+
+
+@dataclass
+class LabelState:
+    targets: list[str]
+    labels: dict[TaskId, str] = field(default_factory=dict)
+    pseudo_negatives: dict[str, set[TaskId]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            raise ValueError("at least one target class is needed")
+        if len(set(self.targets)) != len(self.targets):
+            raise ValueError(f"duplicate target classes: {self.targets}")
+
+    def set_label(self, task: TaskId, label: str) -> None:
+        self.labels[task] = label
+        for pseudo in self.pseudo_negatives.values():
+            pseudo.discard(task)
+
+    def remove(self, task: TaskId) -> None:
+        self.labels.pop(task, None)
+
+    def positives(self, target: str) -> set[TaskId]:
+        self._check(target)
+        return {t for t, lab in self.labels.items() if lab == target}
+
+    def negatives(self, target: str) -> set[TaskId]:
+        self._check(target)
+        return {t for t, lab in self.labels.items() if lab != target}
+
+    def set_pseudo_negatives(self, target: str, tasks: Iterable[TaskId]) -> None:
+        self._check(target)
+        self.pseudo_negatives[target] = set(tasks).difference(self.labels)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {
+            t: {
+                "positives": len(self.positives(t)),
+                "negatives": len(self.negatives(t)),
+                "pseudo_negatives": len(self.pseudo_negatives.get(t, ())),
+            }
+            for t in self.targets
+        }
+
+    def _check(self, target: str) -> None:
+        if target not in self.targets:
+            raise KeyError(f"unknown target class {target!r}; targets are {self.targets}")

@@ -1,0 +1,138 @@
+"""Per-class rankers: cosine to a prototype, then a class-weighted linear model.
+
+The stages follow Mullapudi et al. 2021 (Algorithm 1): with no positive yet, a prototype
+from the class name; with positives but no negatives, the centroid of the positives;
+otherwise logistic regression on positives, negatives and pseudo-negatives sampled from
+the bottom of the current ranking. Every ranker answers `score(X)`: higher means more
+likely positive, and 0 is the decision boundary of the linear stage.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(v))
+    if norm == 0.0:
+        raise ValueError("cannot rank by a zero vector")
+    return (v / norm).astype(np.float32)
+
+
+class CosineRanker:
+    """Cosine similarity to one direction: a class prototype, or the centroid of positives."""
+
+    stage = "cosine"
+
+    def __init__(self, direction: np.ndarray | None = None) -> None:
+        self.direction = direction
+
+    def fit(self, X_pos: np.ndarray) -> CosineRanker:
+        if len(X_pos) == 0:
+            raise ValueError("the centroid needs at least one positive")
+        self.direction_ = _unit(np.asarray(X_pos, dtype=np.float32).mean(axis=0))
+        return self
+
+    @classmethod
+    def from_prototype(cls, prototype: np.ndarray) -> CosineRanker:
+        ranker = cls(prototype)
+        ranker.direction_ = _unit(np.asarray(prototype, dtype=np.float32))
+        return ranker
+
+    @property
+    def weights(self) -> tuple[np.ndarray, float]:
+        return self.direction_, 0.0
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        return X @ self.direction_
+
+
+class LinearRanker:
+    """Logistic regression with inverse-frequency class weights, scored by its margin."""
+
+    stage = "linear"
+
+    def __init__(self, C: float = 10.0, class_weight: str | None = "balanced", max_iter: int = 200):
+        self.C = C
+        self.class_weight = class_weight
+        self.max_iter = max_iter
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LinearRanker:
+        """Refits start from the previous solution: one new label barely moves it."""
+        y = np.asarray(y)
+        if len(np.unique(y)) != 2:
+            raise ValueError("the linear ranker needs both positives and negatives")
+        if getattr(self, "model_", None) is None:
+            self.model_ = LogisticRegression(
+                C=self.C, class_weight=self.class_weight, max_iter=self.max_iter, warm_start=True
+            )
+        self.model_.fit(X, y)
+        self.coef_ = self.model_.coef_[0].astype(np.float32)
+        self.intercept_ = float(self.model_.intercept_[0])
+        return self
+
+    @property
+    def weights(self) -> tuple[np.ndarray, float]:
+        return self.coef_, self.intercept_
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        return X @ self.coef_ + np.float32(self.intercept_)
+
+
+def n_pseudo_negatives(n_pos: int, n_neg: int, f_a: float) -> int:
+    """The paper's budget of pseudo-negatives: f_a * (|Lp| + 0.1 |Ln|)."""
+    return int(round(f_a * (n_pos + 0.1 * n_neg)))
+
+
+def sample_pseudo_negatives(
+    scores: np.ndarray,
+    unlabelled: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    bottom_fraction: float = 0.5,
+) -> np.ndarray:
+    """Draw `n` rows uniformly from the lowest-scored `bottom_fraction` of the unlabelled."""
+    if n <= 0 or len(unlabelled) == 0:
+        return np.empty(0, dtype=np.int64)
+    n_bottom = max(1, int(len(unlabelled) * bottom_fraction))
+    bottom = unlabelled[np.argpartition(scores[unlabelled], n_bottom - 1)[:n_bottom]]
+    return rng.choice(bottom, size=min(n, n_bottom), replace=False)
+
+
+def fit_class_ranker(
+    X: np.ndarray,
+    pos: np.ndarray,
+    neg: np.ndarray,
+    unlabelled: np.ndarray,
+    current_scores: np.ndarray | None,
+    prototype: np.ndarray | None,
+    *,
+    previous: CosineRanker | LinearRanker | None = None,
+    f_a: float = 100.0,
+    C: float = 10.0,
+    bottom_fraction: float = 0.5,
+    rng: np.random.Generator,
+) -> tuple[CosineRanker | LinearRanker, np.ndarray]:
+    """Fit the stage that the labels allow; return the ranker and the pseudo-negatives used.
+
+    `current_scores` is the ranking the pseudo-negatives are drawn from (the class's previous
+    scores); without it, the centroid of the positives ranks the pool for that purpose.
+    A `previous` linear ranker is refitted in place (warm start).
+    """
+    none = np.empty(0, dtype=np.int64)
+    if len(pos) == 0:
+        if prototype is None:
+            raise ValueError("a class with no positives needs a prototype (its name embedded)")
+        return CosineRanker.from_prototype(prototype), none
+    centroid = CosineRanker().fit(X[pos])
+    if len(neg) == 0:
+        return centroid, none
+    if current_scores is None:
+        current_scores = centroid.score(X)
+    n_pseudo = n_pseudo_negatives(len(pos), len(neg), f_a)
+    pseudo = sample_pseudo_negatives(current_scores, unlabelled, n_pseudo, rng, bottom_fraction)
+    rows = np.concatenate([pos, neg, pseudo])
+    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg) + len(pseudo))])
+    linear = previous if isinstance(previous, LinearRanker) and previous.C == C else LinearRanker(C)
+    return linear.fit(X[rows], y), pseudo

@@ -1,0 +1,90 @@
+"""Query strategies: which unlabelled items a class wants labelled next.
+
+Every strategy answers the same call, `strategy(scores, ctx) -> keys`, where `scores` are
+the class ranker's scores of the candidates and lower keys are wanted sooner. The
+combination across classes (`combine`) gives one queue: a task's priority is its best
+rank in any class's order, so the next task is the single one some class wants most.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ClassContext:
+    n_positives: int
+    n_negatives: int
+    linear: bool  # whether 0 is a meaningful decision boundary for the scores
+
+
+Strategy = Callable[[np.ndarray, ClassContext], np.ndarray]
+
+
+def most_likely_positive(scores: np.ndarray, ctx: ClassContext) -> np.ndarray:
+    return -scores
+
+
+def margin(scores: np.ndarray, ctx: ClassContext) -> np.ndarray:
+    """Closest to the boundary; a cosine ranker has none, so it asks for likely positives."""
+    if not ctx.linear:
+        return most_likely_positive(scores, ctx)
+    return np.abs(scores)
+
+
+def adaptive(scores: np.ndarray, ctx: ClassContext) -> np.ndarray:
+    """The paper's rule: likely positives while |Lp| < |Ln|, the margin after."""
+    if ctx.n_positives < ctx.n_negatives:
+        return most_likely_positive(scores, ctx)
+    return margin(scores, ctx)
+
+
+def until_dry(scores: np.ndarray, ctx: ClassContext) -> np.ndarray:
+    """Likely positives while any candidate is predicted positive; the margin once none is.
+
+    Finding positives is the goal, so the margin phase (which buys classifier accuracy)
+    waits until the likely-positive queue has run dry.
+    """
+    if not ctx.linear or np.any(scores > 0):
+        return most_likely_positive(scores, ctx)
+    return margin(scores, ctx)
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "until_dry": until_dry,
+    "adaptive": adaptive,
+    "positive": most_likely_positive,
+    "margin": margin,
+}
+
+
+def get_strategy(name: str) -> Strategy:
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown query strategy {name!r}; choose from {sorted(STRATEGIES)}"
+        ) from None
+
+
+def combine(keys: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top `n` candidates by their best per-class rank; returns (positions, best ranks).
+
+    Only each class's own top `n` can reach the combined top `n`, so this costs O(k·m)
+    for k classes and m candidates, not a full sort.
+    """
+    m = len(keys[0]) if keys else 0
+    n = min(n, m)
+    if n == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    best_rank = np.full(m, np.iinfo(np.int64).max, dtype=np.int64)
+    for k in keys:
+        top = np.argpartition(k, n - 1)[:n] if n < m else np.arange(m)
+        top = top[np.argsort(k[top], kind="stable")]
+        best_rank[top] = np.minimum(best_rank[top], np.arange(len(top)))
+    pool = np.flatnonzero(best_rank < n)
+    order = pool[np.argsort(best_rank[pool], kind="stable")][:n]
+    return order, best_rank[order]
