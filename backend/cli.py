@@ -26,6 +26,39 @@ def _simulate(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}/curve.json and {args.out}/curve.png")
 
 
+def _redis_or_exit():
+    from backend.settings import redis_url
+    from backend.store import connect
+
+    r = connect(redis_url())
+    try:
+        r.ping()
+    except Exception as e:  # noqa: BLE001 - any failure to reach Redis is reported the same way
+        raise SystemExit(
+            f"rarelabel: Redis is not reachable at {redis_url()} ({e}). The backend keeps its "
+            "state and jobs in Redis: start one (redis-server) or set REDIS_URL."
+        ) from None
+    return r
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    _redis_or_exit()
+    uvicorn.run("backend.app:create_app", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level="info")  # fmt: skip
+
+
+def _worker(args: argparse.Namespace) -> None:
+    """A non-forking RQ worker: the embedding model and warm rankers stay loaded between jobs."""
+    from rq import SimpleWorker
+
+    from backend.jobs import QUEUE
+
+    r = _redis_or_exit()
+    SimpleWorker([QUEUE], connection=r).work(with_scheduler=False, burst=args.burst)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rarelabel", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -45,6 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--C", type=float, default=10.0)
     s.add_argument("--out", default="out/simulate")
     s.set_defaults(func=_simulate)
+
+    s = sub.add_parser("serve", help="the ML backend web app (Label Studio connects to it)")
+    s.add_argument("--host", default="0.0.0.0")
+    s.add_argument("--port", type=int, default=9090)
+    s.add_argument("--workers", type=int, default=1, help="web processes")
+    s.set_defaults(func=_serve)
+
+    s = sub.add_parser("worker", help="a job worker: applies events, retrains, pushes scores")
+    s.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    s.set_defaults(func=_worker)
     return p
 
 

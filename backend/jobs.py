@@ -1,0 +1,264 @@
+"""Worker jobs: apply recorded events, retrain, push the queue back to Label Studio.
+
+One job per project at a time (a Redis lock); a burst of webhooks becomes one or two jobs
+because the web app enqueues only when no job is pending. Events are acknowledged only
+after they are applied, so a crash loses nothing: the next job replays them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+from rq import Queue
+
+from backend import labelstudio as ls
+from backend.settings import ConfigError, ProjectConfig, redis_url, resolve
+from backend.store import RedisVectorCache, Store, connect
+from model.embedding import Embedder
+from model.labels import LabelState
+from model.prioritiser import Pool, Prioritiser, RankerConfig, prototype_text
+
+log = logging.getLogger("rarelabel.worker")
+QUEUE = "rarelabel"
+REBUILD_ACTIONS = {"SETUP", "START_TRAINING", "PROJECT_UPDATED"}
+
+
+def enqueue(store: Store, project: int) -> None:
+    Queue(QUEUE, connection=store.r).enqueue(
+        process_project, project, job_timeout=3600, result_ttl=600, failure_ttl=86400
+    )
+
+
+@dataclass
+class _Warm:
+    """What a long-lived worker keeps between jobs: nothing that cannot be rebuilt."""
+
+    pools: dict[int, Pool] = field(default_factory=dict)
+    prioritisers: dict[int, Prioritiser] = field(default_factory=dict)
+
+
+@lru_cache(maxsize=1)
+def _warm() -> _Warm:
+    return _Warm()
+
+
+@lru_cache(maxsize=1)
+def _embedder() -> Embedder:
+    return Embedder(cache=RedisVectorCache(connect(redis_url())))
+
+
+def client_for(cfg: ProjectConfig):
+    """Environment first (the backend's own view of the network), else what /setup said."""
+    from backend.settings import env
+
+    url = env("LABEL_STUDIO_URL") or cfg.hostname
+    key = env("LABEL_STUDIO_API_KEY") or cfg.access_token
+    if not url or not key:
+        raise ls.LabelStudioError("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY for the backend")
+    return ls.make_client(url, key)
+
+
+def config_from_label_studio(project: int) -> ProjectConfig:
+    """First contact through a webhook: read the project's label config from Label Studio."""
+    from backend.settings import env
+
+    url, key = env("LABEL_STUDIO_URL"), env("LABEL_STUDIO_API_KEY")
+    if not url or not key:
+        raise ls.LabelStudioError(
+            f"project {project} is unknown and LABEL_STUDIO_URL/API_KEY unset"
+        )
+    return resolve(project, ls.check_project(ls.make_client(url, key), project)["label_config"])
+
+
+def embed_tasks(store: Store, cfg: ProjectConfig, tasks: list[dict]) -> int:
+    """Add the tasks' vectors to the pool; tasks without the text field are logged and skipped."""
+    known = store.known_tasks(cfg.project_id)
+    fresh: dict[int, str] = {}
+    for task in tasks:
+        text = (task.get("data") or {}).get(cfg.label.text_key)
+        if not isinstance(text, str) or not text.strip():
+            log.warning("project %s task %s: no text in field %r, skipped",
+                        cfg.project_id, task.get("id"), cfg.label.text_key)  # fmt: skip
+            continue
+        if int(task["id"]) not in known:
+            fresh[int(task["id"])] = text
+    if fresh:
+        X = _embedder().encode(list(fresh.values()), progress=len(fresh) > 1000)
+        store.add_vectors(cfg.project_id, dict(zip(fresh, X, strict=True)))
+    return len(fresh)
+
+
+def label_of(cfg: ProjectConfig, annotation: dict) -> str | None:
+    """The chosen label of a usable annotation; None for a skip or a choice not in the config."""
+    if annotation.get("was_cancelled"):
+        return None
+    label = ls.choice_of(annotation.get("result") or [], cfg.label.from_name)
+    if label is not None and label not in cfg.label.choices:
+        log.warning("project %s annotation %s: choice %r not in the label config, ignored",
+                    cfg.project_id, annotation.get("id"), label)  # fmt: skip
+        return None
+    return label
+
+
+def sync_from_label_studio(store: Store, cfg: ProjectConfig) -> None:
+    """Rebuild the pool and the labels from Label Studio, the source of truth."""
+    t0 = time.perf_counter()
+    client = client_for(cfg)
+    tasks = ls.fetch_tasks(client, cfg.project_id)
+    n_new = embed_tasks(store, cfg, tasks)
+    anns: dict[int, tuple[int, str]] = {}
+    for task in tasks:
+        for ann in task.get("annotations") or []:
+            label = label_of(cfg, ann)
+            if label is not None:
+                anns[int(ann["id"])] = (int(task["id"]), label)
+    store.replace_annotations(cfg.project_id, anns)
+    ls.configure_project(client, cfg.project_id, cfg.model_version)
+    store.set_status(cfg.project_id, synced_at=time.time())
+    log.info("project %s: synced %d tasks (%d newly embedded), %d labels in %.1fs",
+             cfg.project_id, len(tasks), n_new, len(anns), time.perf_counter() - t0)  # fmt: skip
+
+
+def apply_event(store: Store, cfg: ProjectConfig, event: dict) -> None:
+    action = event.get("action")
+    p = cfg.project_id
+    if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
+        ann, task = event["annotation"], event.get("task") or {}
+        task_id = int(task.get("id") or ann["task"])
+        label = label_of(cfg, ann)
+        if label is None:
+            store.delete_annotation(p, int(ann["id"]))
+        else:
+            store.set_annotation(p, int(ann["id"]), task_id, label)
+        if task.get("data"):
+            embed_tasks(store, cfg, [task])
+    elif action == "ANNOTATIONS_DELETED":
+        for ann in event.get("annotations") or []:
+            store.delete_annotation(p, int(ann["id"]))
+    elif action == "TASKS_CREATED":
+        n = embed_tasks(store, cfg, event.get("tasks") or [])
+        log.info("project %s: %d new tasks embedded", p, n)
+
+
+def _pool(store: Store, project: int) -> Pool:
+    """The project's vectors, kept in memory while the pool size is unchanged."""
+    warm = _warm()
+    cached = warm.pools.get(project)
+    if cached is not None and len(cached.ids) == store.pool_size(project):
+        return cached
+    vecs = store.vectors(project)
+    ids = sorted(vecs)
+    pool = Pool(ids, np.stack([vecs[t] for t in ids]) if ids else np.zeros((0, 1), np.float32))
+    warm.pools[project] = pool
+    warm.prioritisers.pop(project, None)  # its scores no longer match the rows
+    return pool
+
+
+def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
+    """Fit every class, rank the pool, and write what changed in the queue to Label Studio."""
+    t0 = time.perf_counter()
+    p = cfg.project_id
+    pool = _pool(store, p)
+    if len(pool.ids) == 0:
+        log.info("project %s: empty pool, nothing to rank", p)
+        return {"pushed": 0}
+    labels = store.labels(p)
+    state = LabelState(cfg.targets)
+    for task, label in labels.items():
+        if task in pool.row:
+            state.set_label(task, label)
+    prio = _warm().prioritisers.get(p)
+    if prio is None or prio.targets != cfg.targets:
+        texts = [prototype_text(t, cfg.descriptions.get(t)) for t in cfg.targets]
+        protos = dict(zip(cfg.targets, _embedder().encode(texts), strict=True))
+        prio = Prioritiser(cfg.targets, RankerConfig(cfg.f_a, cfg.strategy, cfg.C), protos)
+        _warm().prioritisers[p] = prio
+    prio.config = RankerConfig(cfg.f_a, cfg.strategy, cfg.C)
+    prio.fit(pool, state)
+    rows, _ = prio.queue(cfg.queue_size)
+    names, _ = prio.predict(pool.X[rows])
+    queue = {int(pool.ids[r]): round(i / cfg.queue_size, 6) for i, r in enumerate(rows)}
+    fit_seconds = time.perf_counter() - t0
+
+    before = store.pushed(p)
+    changed = [
+        (t, name, s)
+        for (t, s), name in zip(queue.items(), names, strict=True)
+        if before.get(t) != s
+    ]
+    stale = [t for t in before if t not in queue and t not in labels]
+    client = client_for(cfg)
+    if stale:
+        ls.delete_predictions(client, p, stale)
+    written = ls.push_predictions(
+        client, p, changed, cfg.model_version, cfg.label.from_name, cfg.label.to_name
+    )
+    store.set_pushed(p, queue)
+    store.save_model(p, model_json(prio, cfg))
+    counts = state.counts()
+    total = time.perf_counter() - t0
+    store.set_status(
+        p,
+        last_retrain_at=time.time(),
+        last_retrain_seconds=round(fit_seconds, 4),
+        last_push_seconds=round(total - fit_seconds, 4),
+        last_predictions_written=written,
+        labels_seen=len(labels),
+        pool_size=len(pool.ids),
+        **{f"positives:{t}": counts[t]["positives"] for t in cfg.targets},
+    )
+    log.info("project %s: retrained on %d labels in %.3fs, wrote %d predictions, removed %d",
+             p, len(labels), fit_seconds, written, len(stale))  # fmt: skip
+    return {"pushed": written, "removed": len(stale), "fit_seconds": fit_seconds}
+
+
+def model_json(prio: Prioritiser, cfg: ProjectConfig) -> dict:
+    """Enough to score any vector in a web process: per-class weights and bias."""
+    return {
+        "model_version": cfg.model_version,
+        "targets": prio.targets,
+        "W": [prio.rankers_[t].weights[0].tolist() for t in prio.targets],
+        "b": [float(prio.rankers_[t].weights[1]) for t in prio.targets],
+        "stages": [prio.rankers_[t].stage for t in prio.targets],
+    }
+
+
+def process_project(project: int) -> dict:
+    """The one job: apply pending events (rebuilding from Label Studio when needed), retrain."""
+    store = Store(connect(redis_url()))
+    with store.r.lock(store.key(project, "lock"), timeout=3600, blocking_timeout=3600):
+        store.unschedule(project)
+        events = store.pending_events(project)
+        try:
+            cfg = store.config(project)
+            if cfg is None:
+                cfg = config_from_label_studio(project)
+                store.save_config(cfg)
+            for e in events:
+                if e.get("action") == "PROJECT_UPDATED" and e.get("label_config"):
+                    cfg = resolve(project, e["label_config"], cfg.extra, cfg.hostname,
+                                  cfg.access_token)  # fmt: skip
+                    store.save_config(cfg)
+            synced = "synced_at" in store.status(project)
+            if not synced or any(e.get("action") in REBUILD_ACTIONS for e in events):
+                sync_from_label_studio(store, cfg)
+            else:
+                for e in events:
+                    try:
+                        apply_event(store, cfg, e)
+                    except (KeyError, TypeError, ValueError) as err:
+                        log.error("project %s: skipped a malformed %s event: %r",
+                                  project, e.get("action"), err)  # fmt: skip
+            result = retrain_and_push(store, cfg)
+        except (ls.LabelStudioError, ConfigError) as e:
+            log.error(
+                "project %s: %s; %d events kept for the next attempt", project, e, len(events)
+            )
+            store.set_status(project, last_error=str(e), last_error_at=time.time())
+            return {"error": str(e)}
+        store.ack_events(project, len(events))
+        return result

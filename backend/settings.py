@@ -1,0 +1,148 @@
+"""Configuration without code: environment variables, then the ML backend's extra params.
+
+A project's settings are resolved once (at `/setup`, or on first contact with a project)
+and stored with the project, so web processes and workers agree on them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+
+from model.strategies import STRATEGIES
+
+OTHER_LIKE = re.compile(r"^(other|others|none|negative|misc|miscellaneous|rest)$", re.IGNORECASE)
+
+
+class ConfigError(ValueError):
+    """A setting or label config the backend cannot work with; the message says why."""
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def redis_url() -> str:
+    return env("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@dataclass
+class LabelConfig:
+    from_name: str  # the <Choices> tag's name
+    to_name: str  # the <Text> tag's name
+    text_key: str  # the task data field the <Text> shows ($text -> "text")
+    choices: list[str]
+
+
+def parse_label_config(xml: str) -> LabelConfig:
+    """Find the first <Choices> that labels a <Text>."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as e:
+        raise ConfigError(f"label config is not valid XML: {e}") from None
+    texts = {t.get("name"): t.get("value", "") for t in root.iter("Text")}
+    for tag in root.iter("Choices"):
+        to_name = tag.get("toName")
+        if to_name in texts and texts[to_name].startswith("$"):
+            choices = [c.get("value") or c.get("alias") for c in tag.iter("Choice")]
+            choices = [c for c in choices if c]
+            if not choices:
+                raise ConfigError(f"<Choices name={tag.get('name')!r}> has no <Choice>")
+            return LabelConfig(tag.get("name", ""), to_name, texts[to_name][1:], choices)
+    raise ConfigError("label config needs a <Choices> whose toName is a <Text value='$field'>")
+
+
+@dataclass
+class ProjectConfig:
+    project_id: int
+    label: LabelConfig
+    targets: list[str]
+    descriptions: dict[str, str] = field(default_factory=dict)
+    f_a: float = 100.0
+    strategy: str = "until_dry"
+    queue_size: int = 100
+    C: float = 10.0
+    model_version: str = "rarelabel"
+    hostname: str | None = None  # where Label Studio said it lives (at /setup)
+    access_token: str | None = None
+    extra: dict = field(default_factory=dict)  # the extra params as given, for re-resolving
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> ProjectConfig:
+        d = json.loads(raw)
+        d["label"] = LabelConfig(**d["label"])
+        return cls(**d)
+
+
+def _as_list(value) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [v.strip() for v in value if v.strip()]
+    raise ConfigError(f"targets must be a list or a comma-separated string, got {value!r}")
+
+
+def resolve(
+    project_id: int,
+    label_config_xml: str,
+    extra_params: dict | str | None = None,
+    hostname: str | None = None,
+    access_token: str | None = None,
+) -> ProjectConfig:
+    """Settings for a project: extra params win over environment variables over defaults."""
+    label = parse_label_config(label_config_xml)
+    if isinstance(extra_params, str):
+        try:
+            extra_params = json.loads(extra_params) if extra_params.strip() else {}
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"extra params are not JSON: {e}") from None
+    extra = dict(extra_params or {})
+    if not isinstance(extra, dict):
+        raise ConfigError("extra params must be a JSON object")
+
+    raw_targets = extra.get("targets") or env("RARE_TARGETS")
+    if raw_targets:
+        targets = _as_list(raw_targets)
+    else:
+        targets = [c for c in label.choices if not OTHER_LIKE.match(c)]
+    unknown = [t for t in targets if t not in label.choices]
+    if unknown:
+        raise ConfigError(f"targets {unknown} are not choices of <{label.from_name}>")
+    if not targets:
+        raise ConfigError("no rare target classes: set RARE_TARGETS or extra params 'targets'")
+
+    descriptions = extra.get("descriptions", {})
+    if not isinstance(descriptions, dict):
+        raise ConfigError("'descriptions' must map a target to a text")
+    try:
+        f_a = float(extra.get("f_a", env("RARELABEL_F_A", "100")))
+        queue_size = int(extra.get("queue_size", env("RARELABEL_QUEUE_SIZE", "100")))
+        C = float(extra.get("C", env("RARELABEL_C", "10")))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad numeric setting: {e}") from None
+    strategy = str(extra.get("strategy", env("RARELABEL_STRATEGY", "until_dry")))
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {strategy!r}; choose from {sorted(STRATEGIES)}")
+    if f_a < 0 or queue_size < 1 or C <= 0:
+        raise ConfigError("need f_a >= 0, queue_size >= 1 and C > 0")
+    return ProjectConfig(
+        project_id=project_id,
+        label=label,
+        targets=targets,
+        descriptions={str(k): str(v) for k, v in descriptions.items()},
+        f_a=f_a,
+        strategy=strategy,
+        queue_size=queue_size,
+        C=C,
+        model_version=env("RARELABEL_MODEL_VERSION", "rarelabel"),
+        hostname=hostname,
+        access_token=access_token,
+        extra=extra,
+    )

@@ -1,0 +1,190 @@
+"""The web app and the worker's event handling, against the real Redis (an isolated DB)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from rq import Queue
+
+from backend import app as app_module
+from backend import jobs
+from backend.settings import ConfigError, parse_label_config, resolve
+from backend.store import Store, connect
+
+LABEL_CONFIG = (Path(__file__).parents[1] / "label_config.xml").read_text()
+REDIS_TEST_URL = "redis://127.0.0.1:6379/13"
+
+
+@pytest.fixture
+def store(monkeypatch) -> Store:
+    monkeypatch.setenv("REDIS_URL", REDIS_TEST_URL)
+    for var in ("RARE_TARGETS", "BASIC_AUTH_USER", "BASIC_AUTH_PASS", "LABEL_STUDIO_URL"):
+        monkeypatch.delenv(var, raising=False)
+    r = connect(REDIS_TEST_URL)
+    r.flushdb()
+    app_module._backend.cache_clear()
+    yield Store(r)
+    r.flushdb()
+    app_module._backend.cache_clear()
+
+
+@pytest.fixture
+def client(store) -> TestClient:
+    return TestClient(app_module.create_app())
+
+
+def annotation_event(ann_id: int, task_id: int, label: str | None, **extra) -> dict:
+    result = [] if label is None else [
+        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}
+    ]  # fmt: skip
+    return {
+        "action": "ANNOTATION_CREATED",
+        "project": {"id": 7},
+        "annotation": {"id": ann_id, "task": task_id, "result": result, **extra},
+        "task": {"id": task_id, "data": {"text": f"text of task {task_id}"}},
+    }
+
+
+def jobs_queued(store: Store) -> int:
+    return len(Queue(jobs.QUEUE, connection=store.r))
+
+
+def test_label_config_is_found_and_targets_default_to_all_but_other():
+    label = parse_label_config(LABEL_CONFIG)
+    assert (label.from_name, label.to_name, label.text_key) == ("label", "text", "text")
+    cfg = resolve(1, LABEL_CONFIG)
+    assert "Company" in cfg.targets and "Other" in label.choices and "Other" not in cfg.targets
+
+
+def test_targets_come_from_extra_params_over_environment(monkeypatch):
+    monkeypatch.setenv("RARE_TARGETS", "Artist,Athlete")
+    assert resolve(1, LABEL_CONFIG).targets == ["Artist", "Athlete"]
+    cfg = resolve(1, LABEL_CONFIG, '{"targets": ["Company"], "f_a": 20, "strategy": "margin"}')
+    assert (cfg.targets, cfg.f_a, cfg.strategy) == (["Company"], 20.0, "margin")
+
+
+@pytest.mark.parametrize(
+    "extra, word",
+    [
+        ({"targets": ["Spaceship"]}, "Spaceship"),
+        ({"strategy": "psychic"}, "psychic"),
+        ({"queue_size": 0}, "queue_size"),
+        ("{not json", "JSON"),
+    ],
+)
+def test_bad_settings_are_named(extra, word):
+    with pytest.raises(ConfigError, match=word):
+        resolve(1, LABEL_CONFIG, extra)
+
+
+def test_config_without_choices_on_text_is_refused():
+    with pytest.raises(ConfigError, match="Choices"):
+        parse_label_config('<View><Text name="t" value="$t"/></View>')
+
+
+def test_health_answers(client):
+    r = client.get("/health")
+    assert r.status_code == 200 and r.json()["status"] == "UP"
+
+
+def test_setup_stores_settings_and_schedules_first_contact(client, store):
+    r = client.post("/setup", json={"project": "7.1700000000", "schema": LABEL_CONFIG,
+                                    "extra_params": {"targets": ["Artist"]}})  # fmt: skip
+    assert r.status_code == 200 and r.json()["model_version"] == "rarelabel"
+    assert store.config(7).targets == ["Artist"]
+    assert [e["action"] for e in store.pending_events(7)] == ["SETUP"]
+    assert jobs_queued(store) == 1
+    # the same setup again changes nothing and queues nothing
+    client.post("/setup", json={"project": "7.1700000000", "schema": LABEL_CONFIG,
+                                "extra_params": {"targets": ["Artist"]}})  # fmt: skip
+    assert len(store.pending_events(7)) == 1 and jobs_queued(store) == 1
+
+
+def test_setup_with_unknown_target_is_a_400_with_the_reason(client, store):
+    r = client.post("/setup", json={"project": "7.1", "schema": LABEL_CONFIG,
+                                    "extra_params": {"targets": ["Spaceship"]}})  # fmt: skip
+    assert r.status_code == 400 and "Spaceship" in r.json()["error"]
+    assert store.config(7) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"[1, 2]",
+        b'{"project": {"id": 7}}',  # no action
+        b'{"action": "ANNOTATION_CREATED", "annotation": {"id": 1, "task": 2}}',  # no project
+        b'{"action": "ANNOTATION_CREATED", "project": {"id": 7}}',  # no annotation
+        b'{"action": "ANNOTATION_CREATED", "project": {"id": 7}, "annotation": {"id": 1}}',
+        b'{"action": "ANNOTATIONS_DELETED", "project": {"id": 7}, "annotations": 3}',
+        b'{"action": "TASKS_CREATED", "project": {"id": 7}, "tasks": [{"data": {}}]}',
+    ],
+)
+def test_malformed_webhooks_get_400_and_change_nothing(client, store, body):
+    r = client.post("/webhook", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]
+    assert store.r.dbsize() == 0
+
+
+def test_unknown_action_is_ignored(client, store):
+    r = client.post("/webhook", json={"action": "LABEL_LINK_CREATED", "project": {"id": 7}})
+    assert r.status_code == 200 and r.json()["status"] == "ignored"
+    assert store.r.dbsize() == 0
+
+
+def test_a_burst_of_annotations_queues_one_job(client, store):
+    for i in range(10):
+        r = client.post("/webhook", json=annotation_event(100 + i, i, "Artist"))
+        assert r.status_code == 200
+    assert len(store.pending_events(7)) == 10
+    assert jobs_queued(store) == 1
+    store.unschedule(7)  # a job has started: the next event queues exactly one more
+    client.post("/webhook", json=annotation_event(200, 50, "Artist"))
+    client.post("/webhook", json=annotation_event(201, 51, "Artist"))
+    assert jobs_queued(store) == 2
+
+
+def test_events_move_labels_and_a_skip_is_not_a_label(store):
+    cfg = resolve(7, LABEL_CONFIG, {"targets": ["Artist", "Athlete"]})
+    events = [
+        annotation_event(1, 10, "Artist"),
+        annotation_event(2, 11, "Village"),
+        annotation_event(3, 12, "Athlete", was_cancelled=True),
+        {**annotation_event(1, 10, "Athlete"), "action": "ANNOTATION_UPDATED"},
+        {"action": "ANNOTATIONS_DELETED", "project": {"id": 7}, "annotations": [{"id": 2}]},
+        annotation_event(4, 13, "NotAChoice"),
+    ]
+    for e in events:
+        jobs.apply_event(store, cfg, e)
+    assert store.labels(7) == {10: "Athlete"}
+    assert store.known_tasks(7) == {10, 11, 12, 13}  # every task's text was embedded once
+
+
+def test_tasks_without_the_text_field_are_skipped(store):
+    cfg = resolve(7, LABEL_CONFIG)
+    tasks = [{"id": 1, "data": {"text": "A village in Serbia."}}, {"id": 2, "data": {"url": "x"}}]
+    jobs.apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": tasks})
+    assert store.known_tasks(7) == {1}
+
+
+def test_metrics_are_prometheus_text(client, store):
+    client.post("/webhook", json=annotation_event(1, 1, "Artist"))
+    store.save_config(resolve(7, LABEL_CONFIG))
+    store.set_status(7, labels_seen=3, **{"positives:Artist": 2})
+    text = client.get("/metrics").text
+    assert 'rarelabel_queue_depth{kind="events"} 1' in text
+    assert 'rarelabel_labels_seen{project="7"} 3.0' in text
+    assert 'rarelabel_rare_positives_found{project="7",class="Artist"} 2.0' in text
+
+
+def test_basic_auth_when_configured(client, monkeypatch):
+    monkeypatch.setenv("BASIC_AUTH_USER", "ls")
+    monkeypatch.setenv("BASIC_AUTH_PASS", "s3cret")
+    assert client.get("/health").status_code == 401
+    good = base64.b64encode(b"ls:s3cret").decode()
+    bad = base64.b64encode(b"ls:wrong").decode()
+    assert client.get("/health", headers={"Authorization": f"Basic {bad}"}).status_code == 401
+    assert client.get("/health", headers={"Authorization": f"Basic {good}"}).status_code == 200
