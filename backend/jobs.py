@@ -16,6 +16,7 @@ import numpy as np
 from rq import Queue
 
 from backend import labelstudio as ls
+from backend.queue_sync import plan_push
 from backend.settings import ConfigError, ProjectConfig, redis_url, resolve
 from backend.store import RedisVectorCache, Store, connect
 from model.embedding import Embedder
@@ -181,23 +182,19 @@ def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
     prio.fit(pool, state)
     rows, _ = prio.queue(cfg.queue_size)
     names, _ = prio.predict(pool.X[rows])
-    queue = {int(pool.ids[r]): round(i / cfg.queue_size, 6) for i, r in enumerate(rows)}
+    queue = [int(pool.ids[r]) for r in rows]
+    label_of_task = dict(zip(queue, names, strict=True))
     fit_seconds = time.perf_counter() - t0
 
-    before = store.pushed(p)
-    changed = [
-        (t, name, s)
-        for (t, s), name in zip(queue.items(), names, strict=True)
-        if before.get(t) != s
-    ]
-    stale = [t for t in before if t not in queue and t not in labels]
+    plan = plan_push(store.pushed(p), queue, set(labels))
     client = client_for(cfg)
-    if stale:
-        ls.delete_predictions(client, p, stale)
+    if plan.deletes:
+        ls.delete_predictions(client, p, plan.deletes)
     written = ls.push_predictions(
-        client, p, changed, cfg.model_version, cfg.label.from_name, cfg.label.to_name
-    )
-    store.set_pushed(p, queue)
+        client, p, [(t, label_of_task[t], s) for t, s in plan.writes.items()],
+        cfg.model_version, cfg.label.from_name, cfg.label.to_name,
+    )  # fmt: skip
+    store.set_pushed(p, plan.scores)
     store.save_model(p, model_json(prio, cfg))
     counts = state.counts()
     total = time.perf_counter() - t0
@@ -212,8 +209,8 @@ def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
         **{f"positives:{t}": counts[t]["positives"] for t in cfg.targets},
     )
     log.info("project %s: retrained on %d labels in %.3fs, wrote %d predictions, removed %d",
-             p, len(labels), fit_seconds, written, len(stale))  # fmt: skip
-    return {"pushed": written, "removed": len(stale), "fit_seconds": fit_seconds}
+             p, len(labels), fit_seconds, written, len(plan.deletes))  # fmt: skip
+    return {"pushed": written, "removed": len(plan.deletes), "fit_seconds": fit_seconds}
 
 
 def model_json(prio: Prioritiser, cfg: ProjectConfig) -> dict:
