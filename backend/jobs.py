@@ -17,7 +17,7 @@ from rq import Queue
 
 from backend import labelstudio as ls
 from backend.queue_sync import plan_push
-from backend.settings import ConfigError, ProjectConfig, redis_url, resolve
+from backend.settings import ConfigError, ProjectConfig, parse_label_config, redis_url, resolve
 from backend.store import RedisVectorCache, Store, connect
 from model.embedding import Embedder
 from model.labels import LabelState
@@ -25,7 +25,8 @@ from model.prioritiser import Pool, Prioritiser, RankerConfig, prototype_text
 
 log = logging.getLogger("rarelabel.worker")
 QUEUE = "rarelabel"
-REBUILD_ACTIONS = {"SETUP", "START_TRAINING", "PROJECT_UPDATED"}
+# PROJECT_UPDATED is not among them: configuring the project fires it, so it would loop.
+REBUILD_ACTIONS = {"SETUP", "START_TRAINING"}
 
 
 def enqueue(store: Store, project: int) -> None:
@@ -236,10 +237,11 @@ def process_project(project: int) -> dict:
                 cfg = config_from_label_studio(project)
                 store.save_config(cfg)
             for e in events:
-                if e.get("action") == "PROJECT_UPDATED" and e.get("label_config"):
-                    cfg = resolve(project, e["label_config"], cfg.extra, cfg.hostname,
-                                  cfg.access_token)  # fmt: skip
+                xml = e.get("label_config") if e.get("action") == "PROJECT_UPDATED" else None
+                if xml and parse_label_config(xml) != cfg.label:
+                    cfg = resolve(project, xml, cfg.extra, cfg.hostname, cfg.access_token)
                     store.save_config(cfg)
+                    log.info("project %s: label config changed, targets %s", project, cfg.targets)
             synced = "synced_at" in store.status(project)
             if not synced or any(e.get("action") in REBUILD_ACTIONS for e in events):
                 sync_from_label_studio(store, cfg)

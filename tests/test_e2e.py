@@ -1,0 +1,174 @@
+"""End to end: a real Label Studio, `rarelabel serve`, `rarelabel worker` and Redis.
+
+An annotator presses *Label All Tasks* (GET /api/projects/{id}/next) on 2,000 dbpedia14
+texts in which Company is 1%; after 5 seed positives, the next 40 tasks they are served
+must hold many times the random expectation of companies.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from backend import labelstudio as ls
+from backend.store import Store, connect
+from tests.ls_harness import free_port, start_label_studio
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[1]
+DBPEDIA = REPO.parent / "shared" / "data" / "dbpedia14" / "dbpedia14.csv.gz"
+REDIS_URL = "redis://127.0.0.1:6379/14"
+TARGET, N_TASKS, N_TARGET, N_SEEDS, N_ANNOTATE = "Company", 2000, 20, 5, 40
+
+
+def wait_for(check, timeout: float, what: str, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
+
+
+def dataset() -> list[tuple[str, str]]:
+    """(label, text): 1% Company among short real dbpedia14 texts, fixed seed."""
+    csv.field_size_limit(sys.maxsize)
+    with gzip.open(DBPEDIA, "rt", encoding="utf-8", newline="") as f:
+        rows = [(r["label"], r["text"]) for r in csv.DictReader(f) if len(r["text"]) <= 300]
+    rng = np.random.default_rng(7)
+    target = [r for r in rows if r[0] == TARGET]
+    other = [r for r in rows if r[0] != TARGET]
+    picked = [target[i] for i in rng.choice(len(target), N_TARGET, replace=False)]
+    picked += [other[i] for i in rng.choice(len(other), N_TASKS - N_TARGET, replace=False)]
+    return [picked[i] for i in rng.permutation(len(picked))]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """Label Studio + backend + worker, torn down in reverse order."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    studio = start_label_studio(tmp)
+    r = connect(REDIS_URL)
+    r.flushdb()
+    port = free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": REDIS_URL,
+        "LABEL_STUDIO_URL": studio.url,
+        "LABEL_STUDIO_API_KEY": studio.token,
+        "HF_HUB_OFFLINE": "1",
+        "RARELABEL_QUEUE_SIZE": "50",
+    }
+    env.pop("BASIC_AUTH_USER", None)
+    procs = []
+    try:
+        for name, cmd in [
+            ("serve", ["rarelabel", "serve", "--host", "127.0.0.1", "--port", str(port)]),
+            ("worker", ["rarelabel", "worker"]),
+        ]:
+            log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+            procs.append(
+                (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log)
+            )
+        url = f"http://127.0.0.1:{port}"
+
+        def healthy():
+            try:
+                return httpx.get(f"{url}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, 60, "the backend's /health")
+        yield {"studio": studio, "url": url, "store": Store(r), "tmp": tmp}
+    finally:
+        for proc, log in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+        studio.stop()
+        r.flushdb()
+
+
+def metric(text: str, name: str, labels: dict[str, str]) -> float | None:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    m = re.search(rf"^{name}\{{{re.escape(want)}\}} (\S+)$", text, re.MULTILINE)
+    return float(m.group(1)) if m else None
+
+
+def test_label_all_tasks_serves_rare_items_first(stack):
+    studio, url, store = stack["studio"], stack["url"], stack["store"]
+    client = ls.make_client(studio.url, studio.token)
+    project = client.projects.create(
+        title="e2e rare first", label_config=(REPO / "label_config.xml").read_text()
+    )
+    pid = int(project.id)
+    rows = dataset()
+    client.projects.import_tasks(pid, request=[{"text": text} for _, text in rows])
+    text_label = {text: label for label, text in rows}
+    tasks = ls.fetch_tasks(client, pid)
+    truth = {int(t["id"]): text_label[t["data"]["text"]] for t in tasks}
+    assert len(truth) == N_TASKS
+
+    ls.connect_backend(client, pid, url, extra_params={"targets": [TARGET]})
+
+    def ranked() -> bool:
+        m = httpx.get(f"{url}/metrics", timeout=5).text
+        return metric(m, "rarelabel_pool_size", {"project": str(pid)}) == N_TASKS
+
+    wait_for(ranked, 420, "the first ranking of the pool", every=2)
+    views = [v.data.get("title") for v in client.views.list(project=pid)]
+    assert "Likely rare first" in views
+
+    rng = np.random.default_rng(3)
+    companies = [t for t, lab in truth.items() if lab == TARGET]
+    for task_id in rng.choice(companies, N_SEEDS, replace=False):
+        ls.create_annotation(client, int(task_id), TARGET, "label", "text")
+    wait_for(lambda: len(store.labels(pid)) == N_SEEDS, 60, "the seed labels to reach the worker")
+
+    served = []
+    for _ in range(N_ANNOTATE):
+        task = ls.next_task(client, pid)
+        assert task is not None, "Label Studio ran out of tasks"
+        served.append(int(task["id"]))
+        ls.create_annotation(client, int(task["id"]), truth[int(task["id"])], "label", "text")
+        time.sleep(1.0)
+    found = sum(truth[t] == TARGET for t in served)
+    random_expectation = N_ANNOTATE * (N_TARGET - N_SEEDS) / (N_TASKS - N_SEEDS)
+    print(f"\nfound {found} of {N_TARGET - N_SEEDS} companies in {N_ANNOTATE} tasks "
+          f"(random: {random_expectation:.2f})")  # fmt: skip
+    assert len(set(served)) == N_ANNOTATE
+    assert found >= 10, f"only {found} companies in the first {N_ANNOTATE} tasks"
+
+    def positives_metric() -> float | None:
+        m = httpx.get(f"{url}/metrics", timeout=5)
+        assert m.status_code == 200
+        labels = {"project": str(pid), "class": TARGET}
+        return metric(m.text, "rarelabel_rare_positives_found", labels)
+
+    wait_for(lambda: positives_metric() == N_SEEDS + found, 60, "metrics after the last label")
+    assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "UP"
+
+    before = (store.labels(pid), store.pending_events(pid), store.pushed(pid))
+    bad = httpx.post(f"{url}/webhook", content=b'{"action": "ANNOTATION_CREATED", "project"',
+                     headers={"content-type": "application/json"})  # fmt: skip
+    assert bad.status_code == 400
+    missing = httpx.post(f"{url}/webhook", json={"action": "ANNOTATION_CREATED",
+                                                 "project": {"id": pid}})  # fmt: skip
+    assert missing.status_code == 400 and "annotation" in missing.json()["error"]
+    time.sleep(1.0)
+    assert (store.labels(pid), store.pending_events(pid), store.pushed(pid)) == before
