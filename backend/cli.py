@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--initial-positives", type=int, default=5)
     s.add_argument("--random-state", type=int, default=0)
     s.add_argument("--test", default=None, help="held-out CSV for the final classifiers' F1")
-    s.add_argument("--strategy", default="until_dry")
+    s.add_argument("--strategy", default="positive", help="positive, adaptive or margin")
     s.add_argument("--f-a", dest="f_a", type=float, default=100.0)
     s.add_argument("--C", type=float, default=10.0)
     s.add_argument("--out", default="out/simulate")
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.func(args)
-    except (DataError, ValueError, KeyError) as e:
+    except (DataError, ValueError, KeyError, OSError) as e:
         print(f"rarelabel {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -63,7 +63,7 @@ class ProjectConfig:
     targets: list[str]
     descriptions: dict[str, str] = field(default_factory=dict)
     f_a: float = 100.0
-    strategy: str = "until_dry"
+    strategy: str = "positive"
     queue_size: int = 100
     C: float = 10.0
     model_version: str = "rarelabel"
@@ -127,7 +127,7 @@ def resolve(
         C = float(extra.get("C", env("RARELABEL_C", "10")))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"bad numeric setting: {e}") from None
-    strategy = str(extra.get("strategy", env("RARELABEL_STRATEGY", "until_dry")))
+    strategy = str(extra.get("strategy", env("RARELABEL_STRATEGY", "positive")))
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}; choose from {sorted(STRATEGIES)}")
     if f_a < 0 or queue_size < 1 or C <= 0:

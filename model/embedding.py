@@ -98,7 +98,11 @@ class Embedder:
         batch_size: int = 64,
         device: str = "cpu",
     ) -> None:
-        self.model_id = model or os.environ.get("RARELABEL_EMBEDDING_MODEL") or DEFAULT_MODEL
+        model_id = model or os.environ.get("RARELABEL_EMBEDDING_MODEL") or DEFAULT_MODEL
+        # one cache key for one model, however it is named
+        self.model_id = (
+            DEFAULT_MODEL if model_id == f"sentence-transformers/{DEFAULT_MODEL}" else model_id
+        )
         self.cache: VectorCache = cache if cache is not None else MemoryCache()
         self.batch_size = batch_size
         self.device = device

@@ -20,7 +20,7 @@ from model.strategies import ClassContext, combine, get_strategy
 @dataclass
 class RankerConfig:
     f_a: float = 100.0  # pseudo-negatives per (|Lp| + 0.1 |Ln|), as in the paper
-    strategy: str = "until_dry"
+    strategy: str = "positive"
     C: float = 10.0
     bottom_fraction: float = 0.5
     random_state: int = 0
@@ -72,16 +72,18 @@ class Prioritiser:
         self.rng = np.random.default_rng(self.config.random_state)
         self.rankers_: dict[str, CosineRanker | LinearRanker] = {}
         self.scores_: np.ndarray | None = None  # (n, k) scores of the pool
+        self.ids_: list[Hashable] | None = None  # the pool those scores belong to
 
     def fit(self, pool: Pool, state: LabelState) -> Prioritiser:
         """Refit every class on the current labels and rescore the pool."""
         labelled = np.zeros(len(pool.ids), dtype=bool)
         labelled[pool.rows(state.labels)] = True
         self.unlabelled_ = np.flatnonzero(~labelled)
+        same_pool = self.scores_ is not None and self.ids_ == pool.ids
         self.contexts_: list[ClassContext] = []
         for j, target in enumerate(self.targets):
             pos, neg = pool.rows(state.positives(target)), pool.rows(state.negatives(target))
-            previous = None if self.scores_ is None else self.scores_[:, j]
+            previous = self.scores_[:, j] if same_pool else None
             ranker, pseudo = fit_class_ranker(
                 pool.X, pos, neg, self.unlabelled_, previous, self.prototypes.get(target),
                 previous=self.rankers_.get(target), f_a=self.config.f_a, C=self.config.C,
@@ -91,6 +93,7 @@ class Prioritiser:
             state.set_pseudo_negatives(target, [pool.ids[i] for i in pseudo.tolist()])
             self.contexts_.append(ClassContext(len(pos), len(neg), ranker.stage == "linear"))
         self.scores_ = self.score(pool.X)
+        self.ids_ = list(pool.ids)
         return self
 
     def score(self, X: np.ndarray) -> np.ndarray:
@@ -112,10 +115,13 @@ class Prioritiser:
         return cand[order], ranks
 
     def predict(self, X: np.ndarray) -> tuple[list[str], np.ndarray]:
-        """Best target per row and its probability-like score (sigmoid of the margin)."""
+        """Best target per row and its probability-like score, on one scale for every stage.
+
+        A linear class's margin goes through a sigmoid, a cosine class's similarity is mapped
+        from [-1, 1] to [0, 1], so classes at different stages can be compared.
+        """
         s = self.score(X)
-        best = s.argmax(axis=1)
         linear = np.array([self.rankers_[t].stage == "linear" for t in self.targets])
-        top = s[np.arange(len(s)), best]
-        prob = np.where(linear[best], 1.0 / (1.0 + np.exp(-top)), (top + 1) / 2)
-        return [self.targets[i] for i in best], prob
+        prob = np.where(linear, 1.0 / (1.0 + np.exp(-s)), (s + 1) / 2)
+        best = prob.argmax(axis=1)
+        return [self.targets[i] for i in best], prob[np.arange(len(prob)), best]

@@ -76,6 +76,8 @@ def run(
     t0 = time.perf_counter()
     for step in tqdm(range(budget), desc=method, disable=not progress, leave=False):
         if prio is None:
+            if step >= len(random_order):
+                break
             row = int(random_order[step])
         else:
             rows, _ = prio.fit(pool, state).queue(1)
@@ -213,6 +215,8 @@ def simulate_csv(
     config = config or RankerConfig(random_state=random_state)
     data = read_csv(path, text_column, label_column)
     test_data = read_csv(test, text_column, label_column) if test else None
+    if test_data is not None:
+        check_targets(test_data, targets)
     rng = np.random.default_rng(random_state)
     rows = build_pool(data, targets, prevalence, rng)
     pool = data.subset(rows)
@@ -231,7 +235,6 @@ def simulate_csv(
     ]
     rep = report(runs, positives, budget, targets)
     if test_data is not None and runs[0].prioritiser is not None:
-        check_targets(test_data, targets)
         X_test = embedder.encode(test_data.texts, progress=progress)
         rep.f1 = f1_per_target(runs[0].prioritiser, X_test, np.array(test_data.labels))
     return rep

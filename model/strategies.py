@@ -42,19 +42,7 @@ def adaptive(scores: np.ndarray, ctx: ClassContext) -> np.ndarray:
     return margin(scores, ctx)
 
 
-def until_dry(scores: np.ndarray, ctx: ClassContext) -> np.ndarray:
-    """Likely positives while any candidate is predicted positive; the margin once none is.
-
-    Finding positives is the goal, so the margin phase (which buys classifier accuracy)
-    waits until the likely-positive queue has run dry.
-    """
-    if not ctx.linear or np.any(scores > 0):
-        return most_likely_positive(scores, ctx)
-    return margin(scores, ctx)
-
-
 STRATEGIES: dict[str, Strategy] = {
-    "until_dry": until_dry,
     "adaptive": adaptive,
     "positive": most_likely_positive,
     "margin": margin,
@@ -82,8 +70,10 @@ def combine(keys: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     best_rank = np.full(m, np.iinfo(np.int64).max, dtype=np.int64)
     for k in keys:
-        top = np.argpartition(k, n - 1)[:n] if n < m else np.arange(m)
-        top = top[np.argsort(k[top], kind="stable")]
+        # everything up to the n-th smallest key, ties included, in position order
+        cut = k[np.argpartition(k, n - 1)[n - 1]] if n < m else np.inf
+        top = np.flatnonzero(k <= cut)
+        top = top[np.argsort(k[top], kind="stable")][:n]
         best_rank[top] = np.minimum(best_rank[top], np.arange(len(top)))
     pool = np.flatnonzero(best_rank < n)
     order = pool[np.argsort(best_rank[pool], kind="stable")][:n]

@@ -1,0 +1,444 @@
+"""Benchmark of the rare-category loop on dbpedia14 (issue 2, "Targets").
+
+Five rare targets at prevalence 0.005 and 0.002, several random states, one label at a
+time; recall at 50/100/300 labels against the baselines, held-out F1 of the final
+classifiers, and the cost per label. Every variant of the loop is one line in VARIANTS.
+
+    python3 benchmarks/simulate_dbpedia.py                  # full benchmark (~30 min)
+    python3 benchmarks/simulate_dbpedia.py --quick          # smoke check
+    python3 benchmarks/simulate_dbpedia.py --variants tropel,until_dry --seeds 5 --jobs 2
+
+The rows are split once (fixed seed, stratified by label) into a pool-source part (80%)
+and a held-out test part (20%). For each (prevalence, random state) a pool is built from
+the pool-source part with `model.data.build_pool`; the F1 is measured on a test set built
+the same way from the test part (same prevalence), and on the test part as it is (the
+natural distribution, about 7% per class).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from model.data import Dataset, build_pool, read_csv  # noqa: E402
+from model.embedding import Embedder, SQLiteCache, default_cache_path  # noqa: E402
+from model.prioritiser import RankerConfig  # noqa: E402
+from model.simulate import (  # noqa: E402
+    embed_prototypes,
+    f1_per_target,
+    initial_positives,
+    recall_at,
+    run,
+)
+
+DATA = Path("/work/shared/data/dbpedia14/dbpedia14.csv.gz")
+TARGETS = ["Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder"]
+PREVALENCES = (0.005, 0.002)
+CHECKPOINTS = (50, 100, 300)
+INITIAL = 5
+SPLIT_SEED = 20240601  # the pool-source / test split, fixed once for every run
+TEST_FRACTION = 0.2
+TEST_SEED_OFFSET = 10_000  # the same-prevalence test set of random state s uses s + this
+
+# name -> (simulate.run method, RankerConfig keyword arguments). A new variant is one line.
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "random": ("random", {}),
+    "tropel": ("tropel", {}),
+    "paper": ("system", {"strategy": "adaptive"}),
+    "positive": ("system", {"strategy": "positive"}),
+    "until_dry": ("system", {"strategy": "until_dry"}),
+    "no_pseudo": ("system", {"strategy": "until_dry", "f_a": 0}),
+}
+
+
+# ---------------------------------------------------------------- data, shared by workers
+
+
+@dataclass
+class Bench:
+    """Everything a run needs; built once in the parent, inherited by forked workers."""
+
+    data: Dataset
+    X: np.ndarray  # (n, d) embeddings of every row of the file
+    labels: np.ndarray
+    source: np.ndarray  # rows of the pool-source part (80%)
+    test: np.ndarray  # rows of the held-out test part (20%)
+    prototypes: dict[str, np.ndarray]
+    budget: int
+    targets: list[str] = field(default_factory=lambda: list(TARGETS))
+
+
+BENCH: Bench | None = None
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+    """(source rows, test rows): `fraction` of every label goes to the test part."""
+    rng = np.random.default_rng(seed)
+    source, test = [], []
+    for label in sorted(set(labels.tolist())):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        n_test = int(round(fraction * len(rows)))
+        test.append(rows[:n_test])
+        source.append(rows[n_test:])
+    return np.sort(np.concatenate(source)), np.sort(np.concatenate(test))
+
+
+def embed(data: Dataset, chunk: int = 2000) -> tuple[Embedder, np.ndarray]:
+    """Every text through the shared SQLite cache, chunk by chunk under one progress bar."""
+    embedder = Embedder(cache=SQLiteCache(default_cache_path()))
+    parts = []
+    with tqdm(total=len(data), desc="embedding (cached)", unit="text") as bar:
+        for start in range(0, len(data), chunk):
+            parts.append(embedder.encode(data.texts[start : start + chunk]))
+            bar.update(len(parts[-1]))
+    return embedder, np.concatenate(parts)
+
+
+def load(path: Path, budget: int, limit: int | None) -> Bench:
+    t0 = time.perf_counter()
+    data = read_csv(path, "text", "label")
+    if limit:
+        data = data.subset(np.arange(min(limit, len(data))))
+    labels = np.array(data.labels)
+    embedder, X = embed(data)
+    source, test = stratified_split(labels, TEST_FRACTION, SPLIT_SEED)
+    prototypes = embed_prototypes(embedder, TARGETS)
+    print(
+        f"{path.name}: {len(data)} rows, {len(set(labels.tolist()))} labels, embedded "
+        f"{X.shape} in {time.perf_counter() - t0:.1f} s; split {len(source)} pool-source / "
+        f"{len(test)} test (seed {SPLIT_SEED}, stratified)",
+        flush=True,
+    )
+    return Bench(data, X, labels, source, test, prototypes, budget)
+
+
+# ---------------------------------------------------------------- one run
+
+
+@dataclass(frozen=True)
+class Job:
+    prevalence: float
+    seed: int
+    variant: str
+
+
+def pool_for(b: Bench, prevalence: float, seed: int):
+    """Pool rows (global), initial positives (pool rows) and the same-prevalence test rows."""
+    rng = np.random.default_rng(seed)
+    local = build_pool(b.data.subset(b.source), b.targets, prevalence, rng)
+    rows = b.source[local]
+    seeds = initial_positives(b.labels[rows], b.targets, INITIAL, rng)
+    test_rng = np.random.default_rng(seed + TEST_SEED_OFFSET)
+    test_local = build_pool(b.data.subset(b.test), b.targets, prevalence, test_rng)
+    return rows, seeds, b.test[test_local]
+
+
+def run_job(job: Job) -> dict:
+    b = BENCH
+    assert b is not None
+    method, kwargs = VARIANTS[job.variant]
+    rows, seeds, test_rows = pool_for(b, job.prevalence, job.seed)
+    labels = b.labels[rows]
+    positives = int(np.isin(labels, b.targets).sum()) - len(seeds)
+    config = RankerConfig(random_state=job.seed, **kwargs)
+    with threadpool_limits(1):
+        res = run(b.X[rows], labels, b.targets, seeds, b.budget, method, config, b.prototypes)
+    # The label state keeps insertion order: the seeds first, then the rows asked for.
+    asked = [int(r) for r in list(res.state.labels)[len(seeds) :]] if res.state else []
+    ks = [k for k in CHECKPOINTS if k <= b.budget]
+    per_target = {t: [int(np.sum(labels[asked[:k]] == t)) for k in ks] for t in b.targets}
+    out = {
+        "prevalence": job.prevalence,
+        "seed": job.seed,
+        "variant": job.variant,
+        "positives": positives,
+        "pool_size": len(rows),
+        "pool_per_target": {t: int(np.sum(labels == t)) for t in b.targets},
+        "found": res.found,
+        "found_per_target_at": per_target,
+        "ms_per_label": 1000 * res.seconds_per_label,
+        "f1_same_prevalence": None,
+        "f1_natural": None,
+        "test_size_same_prevalence": len(test_rows),
+        "test_size_natural": len(b.test),
+    }
+    if res.prioritiser is not None:
+        with threadpool_limits(1):
+            same = f1_per_target(res.prioritiser, b.X[test_rows], b.labels[test_rows])
+            natural = f1_per_target(res.prioritiser, b.X[b.test], b.labels[b.test])
+        out["f1_same_prevalence"] = same
+        out["f1_natural"] = natural
+    return out
+
+
+def _init_worker() -> None:
+    threadpool_limits(1)
+
+
+# ---------------------------------------------------------------- summary
+
+
+def mean_f1(d: dict[str, float] | None) -> float | None:
+    return None if d is None else float(np.mean(list(d.values())))
+
+
+def summarise(results: list[dict], variants: list[str], budget: int) -> dict:
+    """Per variant: mean curve, recall at the checkpoints (mean, min over seeds), F1, time."""
+    ks = [k for k in CHECKPOINTS if k <= budget]
+    out = {}
+    for v in variants:
+        rs = sorted((r for r in results if r["variant"] == v), key=lambda r: r["seed"])
+        if not rs:
+            continue
+        length = min(len(r["found"]) for r in rs)
+        curves = np.array([r["found"][:length] for r in rs], dtype=float)
+        recalls = {
+            k: [recall_at(r["found"], r["positives"], k) for r in rs] for k in ks
+        }  # fmt: skip
+        f1s = [mean_f1(r["f1_same_prevalence"]) for r in rs]
+        f1n = [mean_f1(r["f1_natural"]) for r in rs]
+        out[v] = {
+            "seeds": [r["seed"] for r in rs],
+            "mean_found": curves.mean(axis=0).round(3).tolist(),
+            "recall": {
+                k: {
+                    "mean": None if None in rec else float(np.mean(rec)),
+                    "min": None if None in rec else float(np.min(rec)),
+                    "per_seed": rec,
+                }
+                for k, rec in recalls.items()
+            },
+            "f1_same_prevalence": None if None in f1s else float(np.mean(f1s)),
+            "f1_natural": None if None in f1n else float(np.mean(f1n)),
+            "f1_same_prevalence_per_target": _mean_per_target(rs, "f1_same_prevalence"),
+            "f1_natural_per_target": _mean_per_target(rs, "f1_natural"),
+            "found_per_target_at": {
+                t: dict(
+                    zip(
+                        ks,
+                        np.mean([r["found_per_target_at"][t] for r in rs], axis=0).tolist(),
+                        strict=True,
+                    )
+                )
+                for t in rs[0]["found_per_target_at"]
+            },
+            "ms_per_label_median": float(statistics.median(r["ms_per_label"] for r in rs)),
+        }
+    if "tropel" in out:
+        base = out["tropel"]["mean_found"]
+        for s in out.values():
+            s["above_tropel"] = {
+                k: bool(k <= len(s["mean_found"]) and s["mean_found"][k - 1] > base[k - 1])
+                for k in ks
+                if k <= len(base)
+            }
+    return out
+
+
+def _mean_per_target(rs: list[dict], key: str) -> dict[str, float] | None:
+    if any(r[key] is None for r in rs):
+        return None
+    return {t: float(np.mean([r[key][t] for r in rs])) for t in rs[0][key]}
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def format_table(prevalence: float, summary: dict, results: list[dict], budget: int) -> str:
+    ks = [k for k in CHECKPOINTS if k <= budget]
+    runs = [r for r in results if r["prevalence"] == prevalence]
+    pos = sorted({(r["seed"], r["positives"], r["pool_size"]) for r in runs})
+    tests = sorted({(r["seed"], r["test_size_same_prevalence"]) for r in runs})
+    lines = [
+        f"== prevalence {prevalence} (per target), budget {budget}, "
+        f"{INITIAL} initial positives per target, {len(pos)} random state(s) ==",
+        "positives per pool (rare items besides the seeds): "
+        + ", ".join(f"seed {s}: {p} of {n}" for s, p, n in pos),
+        "test sets: same prevalence "
+        + ", ".join(f"seed {s}: {n} rows" for s, n in tests)
+        + f"; natural {runs[0]['test_size_natural']} rows",
+    ]
+    head = f"{'variant':<11}" + "".join(f"{'recall@' + str(k):>16}" for k in ks)
+    head += f"{'F1 same-prev':>14}{'F1 natural':>12}{'ms/label':>10}  > tropel @" + "/".join(
+        str(k) for k in ks
+    )
+    lines += [head, "-" * len(head)]
+    for v, s in summary.items():
+        cells = ""
+        for k in ks:
+            rec = s["recall"][k]
+            cells += f"{_fmt(rec['mean']) + ' [' + _fmt(rec['min']) + ']':>16}"
+        above = s.get("above_tropel")
+        mark = (
+            "(baseline)"
+            if v == "tropel"
+            else "-"
+            if above is None
+            else ("yes" if all(above.values()) else "no") + "  " + " ".join(
+                "Y" if above[k] else "n" for k in ks if k in above
+            )
+        )  # fmt: skip
+        lines.append(
+            f"{v:<11}{cells}{_fmt(s['f1_same_prevalence']):>14}{_fmt(s['f1_natural']):>12}"
+            f"{s['ms_per_label_median']:>10.1f}  {mark}"
+        )
+    lines.append(
+        "recall@k = found[k-1] / min(k, positives), mean over random states [min]; "
+        "F1 = mean over the 5 targets of the final classifiers (score > 0) on the "
+        "same-prevalence test set / on the test part as it is; ms/label = median over random "
+        "states of the mean time per label (fit + queue); > tropel = mean found curve strictly "
+        "above tropel's at each checkpoint."
+    )
+    return "\n".join(lines)
+
+
+def format_windows(summary: dict, budget: int, width: int = 50) -> str:
+    """Mean new positives per window of labels: where each curve flattens."""
+    edges = list(range(0, budget + 1, width))
+    head = f"{'new per ' + str(width):<11}" + "".join(
+        f"{f'{a + 1}-{b}':>9}" for a, b in zip(edges, edges[1:], strict=False)
+    )
+    lines = [head]
+    for v, s in summary.items():
+        f = [0.0] + s["mean_found"]
+        cells = "".join(
+            f"{f[b] - f[a]:>9.1f}" if b < len(f) else f"{'-':>9}"
+            for a, b in zip(edges, edges[1:], strict=False)
+        )
+        lines.append(f"{v:<11}{cells}")
+    return "\n".join(lines)
+
+
+def plot(prevalence: float, summary: dict, positives: float, budget: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    x = np.arange(1, budget + 1)
+    ax.plot(x, np.minimum(x, positives), "k:", label=f"ideal ({positives:g} positives)")
+    for v, s in summary.items():
+        y = s["mean_found"]
+        ax.plot(np.arange(1, len(y) + 1), y, label=v)
+    for k in CHECKPOINTS:
+        if k <= budget:
+            ax.axvline(k, color="grey", lw=0.5, alpha=0.5)
+    ax.set_xlabel("labels spent")
+    ax.set_ylabel("rare positives found (mean over random states)")
+    ax.set_title(f"dbpedia14, 5 targets at prevalence {prevalence} each")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--seeds", type=int, default=3, help="random states 0..N-1 (default 3)")
+    p.add_argument("--prevalences", default=",".join(map(str, PREVALENCES)))
+    p.add_argument("--budget", type=int, default=300)
+    p.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated subset of: {', '.join(VARIANTS)}",
+    )
+    p.add_argument("--jobs", type=int, default=1, help="processes for independent runs")
+    p.add_argument("--out", type=Path, default=Path("out/bench"))
+    p.add_argument("--quick", action="store_true", help="1 seed, prevalence 0.005, budget 100")
+    p.add_argument("--limit", type=int, help="use only the first N rows of the file (dev)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.prevalences, args.budget = 1, "0.005", 100
+    args.prevalences = [float(x) for x in args.prevalences.split(",") if x.strip()]
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    if args.seeds < 1 or args.budget < 1 or args.jobs < 1:
+        p.error("--seeds, --budget and --jobs must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    global BENCH
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    threadpool_limits(1)
+    BENCH = load(args.data, args.budget, args.limit)
+    jobs = [
+        Job(p, s, v) for p in args.prevalences for s in range(args.seeds) for v in args.variants
+    ]
+    # Slow variants first, so two processes finish together; random is instant.
+    jobs.sort(key=lambda j: (j.variant == "random", j.prevalence != max(args.prevalences)))
+    results: list[dict] = []
+    bar = tqdm(total=len(jobs), desc="runs", unit="run")
+    if args.jobs > 1:
+        with mp.get_context("fork").Pool(args.jobs, initializer=_init_worker) as workers:
+            for r in workers.imap_unordered(run_job, jobs):
+                results.append(r)
+                bar.update()
+    else:
+        for job in jobs:
+            results.append(run_job(job))
+            bar.update()
+    bar.close()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "data": str(args.data),
+        "rows": len(BENCH.data),
+        "targets": TARGETS,
+        "budget": args.budget,
+        "initial_positives": INITIAL,
+        "seeds": list(range(args.seeds)),
+        "split": {"seed": SPLIT_SEED, "test_fraction": TEST_FRACTION, "stratified": True},
+        "variants": {
+            v: {"method": VARIANTS[v][0], "config": VARIANTS[v][1]} for v in args.variants
+        },
+        "jobs": args.jobs,
+        "prevalences": {},
+    }
+    for p in args.prevalences:
+        res_p = [r for r in results if r["prevalence"] == p]
+        summary = summarise(res_p, args.variants, args.budget)
+        positives = float(np.mean([r["positives"] for r in res_p]))
+        png = args.out / f"curve_p{p}.png"
+        plot(p, summary, positives, args.budget, png)
+        print()
+        print(format_table(p, summary, res_p, args.budget))
+        print(format_windows(summary, args.budget))
+        print(f"plot: {png}")
+        report["prevalences"][str(p)] = {
+            "positives_mean": positives,
+            "summary": summary,
+            "runs": sorted(res_p, key=lambda r: (r["variant"], r["seed"])),
+        }
+    wall = time.perf_counter() - t_start
+    report["wall_seconds"] = round(wall, 1)
+    (args.out / "results.json").write_text(json.dumps(report, indent=1))
+    print(f"\nwrote {args.out / 'results.json'}; wall time {wall / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

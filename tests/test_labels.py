@@ -1,0 +1,110 @@
+"""LabelState: per-target positive / negative / pseudo-negative sets derived from human labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.labels import LabelState
+
+TARGETS = ["artist", "company"]
+
+
+@pytest.fixture
+def state() -> LabelState:
+    s = LabelState(list(TARGETS))
+    s.set_label(1, "artist")
+    s.set_label(2, "company")
+    s.set_label(3, "village")  # not a target: a negative for every target
+    s.set_label(4, "artist")
+    return s
+
+
+def test_positives_and_negatives_are_derived_per_target(state):
+    assert state.positives("artist") == {1, 4}
+    assert state.negatives("artist") == {2, 3}
+    assert state.positives("company") == {2}
+    assert state.negatives("company") == {1, 3, 4}
+
+
+def test_relabel_moves_a_task_between_sets_for_every_target(state):
+    state.set_label(1, "company")
+    assert state.positives("artist") == {4}
+    assert state.negatives("artist") == {1, 2, 3}
+    assert state.positives("company") == {1, 2}
+    assert state.negatives("company") == {3, 4}
+    state.set_label(2, "village")
+    assert 2 not in state.positives("company")
+    for t in TARGETS:
+        assert 2 in state.negatives(t)
+
+
+def test_remove_deletes_a_task_everywhere(state):
+    state.remove(1)
+    for t in TARGETS:
+        assert 1 not in state.positives(t) | state.negatives(t)
+    assert 1 not in state.labels
+    assert state.counts()["artist"]["positives"] == 1
+    state.remove(12345)  # an unknown task is not an error
+    assert len(state.labels) == 3
+
+
+def test_pseudo_negatives_never_hold_labelled_tasks(state):
+    state.set_pseudo_negatives("artist", [1, 2, 10, 11, 12])
+    state.set_pseudo_negatives("company", [3, 11, 13])
+    assert state.pseudo_negatives["artist"] == {10, 11, 12}
+    assert state.pseudo_negatives["company"] == {11, 13}
+    # a later human label takes the task out of every class's pseudo-negatives
+    state.set_label(11, "artist")
+    assert 11 not in state.pseudo_negatives["artist"]
+    assert 11 not in state.pseudo_negatives["company"]
+    assert state.pseudo_negatives["artist"] == {10, 12}
+    # replaced, not accumulated, at the next retrain
+    state.set_pseudo_negatives("artist", [20])
+    assert state.pseudo_negatives["artist"] == {20}
+
+
+@pytest.mark.parametrize("call", ["positives", "negatives", "set_pseudo_negatives"])
+def test_unknown_target_raises(state, call):
+    args = ("sculptor", [5]) if call == "set_pseudo_negatives" else ("sculptor",)
+    with pytest.raises(KeyError, match="sculptor"):
+        getattr(state, call)(*args)
+
+
+def test_counts(state):
+    state.set_pseudo_negatives("company", [7, 8, 9])
+    assert state.counts() == {
+        "artist": {"positives": 2, "negatives": 2, "pseudo_negatives": 0},
+        "company": {"positives": 1, "negatives": 3, "pseudo_negatives": 3},
+    }
+
+
+@pytest.mark.parametrize("targets", [[], ["a", "b", "a"]])
+def test_targets_must_be_given_and_distinct(targets):
+    with pytest.raises(ValueError):
+        LabelState(targets)
+
+
+def test_random_event_sequences_keep_the_sets_consistent():
+    """Against a plain dict of task -> label, after every create / update / delete."""
+    rng = np.random.default_rng(0)
+    vocabulary = [*TARGETS, "village", "film"]
+    state, truth = LabelState(list(TARGETS)), {}
+    for step in range(400):
+        task = int(rng.integers(0, 30))
+        if rng.random() < 0.25:
+            state.remove(task)
+            truth.pop(task, None)
+        else:
+            label = vocabulary[rng.integers(len(vocabulary))]
+            state.set_label(task, label)
+            truth[task] = label
+        if step % 10 == 0:
+            target = TARGETS[rng.integers(len(TARGETS))]
+            state.set_pseudo_negatives(target, rng.choice(40, size=12, replace=False).tolist())
+        for t in TARGETS:
+            pos, neg = state.positives(t), state.negatives(t)
+            assert pos == {k for k, v in truth.items() if v == t}
+            assert neg == {k for k, v in truth.items() if v != t}
+            assert not pos & neg
+            assert not state.pseudo_negatives.get(t, set()) & set(truth)

@@ -1,0 +1,207 @@
+"""The prioritiser on real dbpedia14 embeddings: a queue that finds rare items, and its rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.labels import LabelState
+from model.prioritiser import Pool, Prioritiser, RankerConfig, prototype_text
+from model.rankers import CosineRanker, LinearRanker, n_pseudo_negatives
+
+SEEDS_PER_TARGET = 5
+
+
+def seeded_state(rp, seed: int = 0) -> LabelState:
+    """Five human positives per target, chosen at random, as in the simulation."""
+    rng = np.random.default_rng(seed)
+    state = LabelState(list(rp.targets))
+    for t in rp.targets:
+        for r in rng.choice(np.flatnonzero(rp.labels == t), SEEDS_PER_TARGET, replace=False):
+            state.set_label(rp.ids[r], t)
+    return state
+
+
+@pytest.fixture(scope="module")
+def fitted(real_pool):
+    pool = Pool(real_pool.ids, real_pool.X)
+    state = seeded_state(real_pool)
+    prio = Prioritiser(list(real_pool.targets), RankerConfig(random_state=0), real_pool.prototypes)
+    return pool, state, prio.fit(pool, state)
+
+
+def rare_mask(rp) -> np.ndarray:
+    return np.isin(rp.labels, rp.targets)
+
+
+def test_fit_trains_one_linear_ranker_per_target(real_pool, fitted):
+    pool, state, prio = fitted
+    assert list(prio.rankers_) == list(real_pool.targets)
+    for ranker, ctx in zip(prio.rankers_.values(), prio.contexts_, strict=True):
+        assert isinstance(ranker, LinearRanker)
+        # the other target's seeds are this target's negatives
+        assert (ctx.n_positives, ctx.n_negatives, ctx.linear) == (5, 5, True)
+    S = prio.score(pool.X)
+    assert S.shape == (len(pool.ids), len(real_pool.targets))
+    for j, t in enumerate(prio.targets):
+        np.testing.assert_allclose(S[:, j], prio.rankers_[t].score(pool.X), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(prio.scores_, S, rtol=1e-5, atol=1e-5)
+
+
+def test_state_pseudo_negatives_are_set_from_the_bottom_of_the_ranking(real_pool, fitted):
+    pool, state, prio = fitted
+    n_unlabelled = len(pool.ids) - len(state.labels)
+    assert len(prio.unlabelled_) == n_unlabelled
+    for t in real_pool.targets:
+        pseudo = state.pseudo_negatives[t]
+        wanted = n_pseudo_negatives(SEEDS_PER_TARGET, SEEDS_PER_TARGET, 100.0)
+        assert len(pseudo) == min(wanted, n_unlabelled // 2) > 0
+        assert not pseudo & set(state.labels)
+        assert pseudo <= set(pool.ids)
+        # first fit: drawn from the bottom half of the centroid-of-positives ranking
+        rows = pool.rows(pseudo)
+        centroid = pool.X[pool.rows(state.positives(t))].mean(axis=0)
+        sim = pool.X @ (centroid / np.linalg.norm(centroid))
+        cut = np.sort(sim[prio.unlabelled_])[n_unlabelled // 2 - 1]
+        assert np.all(sim[rows] <= cut + 1e-6)
+        # and mostly not rare items of this class (never pseudo-label the positives we seek)
+        assert np.sum(real_pool.labels[rows] == t) <= 1
+
+
+def test_queue_finds_rare_items_far_above_random(real_pool, fitted):
+    pool, state, prio = fitted
+    rows, ranks = prio.queue(20)
+    assert len(rows) == 20 == len(set(rows.tolist()))
+    assert np.all(np.diff(ranks) >= 0)
+    is_rare = rare_mask(real_pool)
+    unlabelled = prio.unlabelled_
+    random_expectation = 20 * is_rare[unlabelled].sum() / len(unlabelled)
+    hits = int(is_rare[rows].sum())
+    assert hits >= 5 * random_expectation, (hits, random_expectation)
+
+
+def test_queue_never_returns_labelled_rows_while_labelling(real_pool):
+    pool = Pool(real_pool.ids, real_pool.X)
+    state = seeded_state(real_pool, seed=1)
+    prio = Prioritiser(list(real_pool.targets), RankerConfig(random_state=1), real_pool.prototypes)
+    is_rare = rare_mask(real_pool)
+    found = 0
+    for _ in range(12):
+        rows, ranks = prio.fit(pool, state).queue(30)
+        labelled = set(pool.rows(state.labels).tolist())
+        assert not set(rows.tolist()) & labelled
+        assert len(set(rows.tolist())) == len(rows) == 30
+        assert np.all(np.diff(ranks) >= 0)
+        for t in real_pool.targets:
+            assert not state.pseudo_negatives[t] & set(state.labels)
+        head = int(rows[0])
+        state.set_label(pool.ids[head], str(real_pool.labels[head]))  # an oracle annotator
+        found += bool(is_rare[head])
+    random_expectation = 12 * is_rare.sum() / len(is_rare)
+    assert found >= 5 * random_expectation
+
+
+def test_predict_names_a_target_with_a_score_in_0_1(real_pool, fitted):
+    _, _, prio = fitted
+    names, scores = prio.predict(real_pool.X_test)
+    assert len(names) == len(scores) == len(real_pool.X_test)
+    assert set(names) <= set(real_pool.targets)
+    assert np.all((scores >= 0) & (scores <= 1))
+    # the best target is right for held-out rare items, and they score higher than the rest
+    rare = np.isin(real_pool.test_labels, real_pool.targets)
+    agree = np.mean(np.array(names)[rare] == real_pool.test_labels[rare])
+    assert agree >= 0.75
+    assert np.median(scores[rare]) > np.median(scores[~rare])
+
+
+def test_zero_shot_from_the_class_name_prototypes(real_pool):
+    pool = Pool(real_pool.ids, real_pool.X)
+    state = LabelState(list(real_pool.targets))
+    prio = Prioritiser(list(real_pool.targets), RankerConfig(), real_pool.prototypes)
+    prio.fit(pool, state)
+    assert all(isinstance(r, CosineRanker) for r in prio.rankers_.values())
+    assert all(not state.pseudo_negatives[t] for t in real_pool.targets)
+    rows, _ = prio.queue(20)
+    is_rare = rare_mask(real_pool)
+    assert is_rare[rows].sum() >= 3 * 20 * is_rare.mean()
+    _, scores = prio.predict(real_pool.X_test)
+    assert np.all((scores >= 0) & (scores <= 1))
+
+
+def test_a_single_target_with_only_positives_ranks_by_their_centroid(real_pool):
+    target = real_pool.targets[0]
+    pool = Pool(real_pool.ids, real_pool.X)
+    state = LabelState([target])
+    is_target = real_pool.labels == target
+    seeds = np.flatnonzero(is_target)[:SEEDS_PER_TARGET]
+    for r in seeds:
+        state.set_label(real_pool.ids[r], target)
+    prio = Prioritiser([target], RankerConfig(), {}).fit(pool, state)
+    assert isinstance(prio.rankers_[target], CosineRanker)
+    rows, _ = prio.queue(10)
+    assert not set(rows.tolist()) & set(seeds.tolist())
+    random_expectation = 10 * (is_target.sum() - len(seeds)) / (len(is_target) - len(seeds))
+    assert np.sum(is_target[rows]) >= 5 * random_expectation
+
+
+def test_a_class_without_positives_or_prototype_is_refused(real_pool):
+    pool = Pool(real_pool.ids, real_pool.X)
+    prio = Prioritiser(list(real_pool.targets), RankerConfig(), prototypes={})
+    with pytest.raises(ValueError, match="prototype"):
+        prio.fit(pool, LabelState(list(real_pool.targets)))
+
+
+def test_queue_before_fit_raises():
+    with pytest.raises(RuntimeError):
+        Prioritiser(["a"]).queue(3)
+
+
+def test_queue_is_empty_when_everything_is_labelled():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(6, 8)).astype(np.float32)
+    pool = Pool(list("abcdef"), X)
+    state = LabelState(["x"])
+    for i, t in enumerate(pool.ids):
+        state.set_label(t, "x" if i < 3 else "y")
+    rows, ranks = Prioritiser(["x"]).fit(pool, state).queue(5)
+    assert len(rows) == len(ranks) == 0
+
+
+def test_pool_checks_ids_and_maps_them_to_rows():
+    X = np.eye(3, dtype=np.float64)
+    pool = Pool(["a", "b", "c"], X)
+    assert pool.X.dtype == np.float32 and pool.X.flags["C_CONTIGUOUS"]
+    assert pool.rows({"c", "a", "zzz"}).tolist() == [0, 2]  # unknown ids are skipped
+    with pytest.raises(ValueError):
+        Pool(["a", "b"], X)
+    with pytest.raises(ValueError):
+        Pool(["a", "b", "a"], X)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"f_a": -1}, {"bottom_fraction": 0}, {"bottom_fraction": 1.5}, {"strategy": "x"}]
+)
+def test_ranker_config_refuses_bad_settings(kwargs):
+    with pytest.raises(ValueError):
+        RankerConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("target", "description", "expected"),
+    [
+        ("EducationalInstitution", None, "educational institution"),
+        ("OfficeHolder", None, "office holder"),
+        ("mean_of_transportation", None, "mean of transportation"),
+        ("Artist", "painters, sculptors", "artist: painters, sculptors"),
+    ],
+)
+def test_prototype_text_from_the_class_name(target, description, expected):
+    assert prototype_text(target, description) == expected
+
+
+def test_refit_after_new_tasks_join_the_pool(real_pool):
+    state = seeded_state(real_pool)
+    prio = Prioritiser(list(real_pool.targets), RankerConfig(), real_pool.prototypes)
+    prio.fit(Pool(real_pool.ids[:500], real_pool.X[:500]), state)
+    prio.fit(Pool(real_pool.ids, real_pool.X), state)  # 100 tasks imported since
+    assert prio.scores_.shape == (len(real_pool.ids), len(real_pool.targets))

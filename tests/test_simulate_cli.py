@@ -1,0 +1,359 @@
+"""`rarelabel simulate`: the replay on real dbpedia texts, its outputs, and its bad-input errors.
+
+The CLI runs as a subprocess with RARELABEL_CACHE_DIR pointing at the session's cache, which
+already holds every text used here, so no child process loads the embedding model.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import sqlite3
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.data import DataError, Dataset, build_pool, read_csv
+from model.labels import LabelState
+from model.prioritiser import Pool, Prioritiser, RankerConfig
+from model.simulate import f1_per_target, format_table, recall_at, report, run
+
+BUDGET = 30
+PREVALENCE = 0.02
+INITIAL = 5
+
+
+def write_csv(path: Path, header: list[str], rows) -> Path:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def rarelabel(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["rarelabel", "simulate", *map(str, args)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def cached_vectors(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT COUNT(*) FROM vec").fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def csv_files(real_pool, tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("simulate-data")
+    rp = real_pool
+    pool_rows = zip(rp.ids, rp.labels.tolist(), rp.texts, strict=True)
+    test_rows = zip(rp.test_ids, rp.test_labels.tolist(), rp.test_texts, strict=True)
+    header = ["id", "label", "text"]
+    return {
+        "pool": write_csv(d / "pool.csv.gz", header, pool_rows),
+        "test": write_csv(d / "test.csv", header, test_rows),
+    }
+
+
+@pytest.fixture(scope="module")
+def cli_runs(real_pool, csv_files, bad_cases, subprocess_env, tmp_path_factory):
+    """Every `rarelabel simulate` process of this module, started together.
+
+    Each start costs seconds here (imports), so the good run and the bad-input runs overlap.
+    Returns the good run's process, its output directory, and the cache size before / after.
+    """
+    out = tmp_path_factory.mktemp("simulate-out") / "result"
+    before = cached_vectors(real_pool.cache_path)
+    targets = [a for t in real_pool.targets for a in ("--target", t)]
+    good = [csv_files["pool"], *targets, "--prevalence", PREVALENCE, "--budget", BUDGET,
+            "--initial-positives", INITIAL, "--random-state", 3, "--test", csv_files["test"],
+            "--out", out]  # fmt: skip
+    with ThreadPoolExecutor(max_workers=4) as ex:
+        good_run = ex.submit(rarelabel, good, subprocess_env, out.parent)
+        bad = {
+            name: ex.submit(rarelabel, bad_cases[name][0], subprocess_env, out.parent)
+            for name in SUBPROCESS_CASES
+        }
+        proc = good_run.result()
+        bad_procs = {name: f.result() for name, f in bad.items()}
+    after = cached_vectors(real_pool.cache_path)
+    return (proc, out, before, after), bad_procs
+
+
+@pytest.fixture(scope="module")
+def simulated(cli_runs):
+    return cli_runs[0]
+
+
+@pytest.fixture(scope="module")
+def bad_runs(cli_runs) -> dict[str, subprocess.CompletedProcess]:
+    return cli_runs[1]
+
+
+def test_simulate_exits_cleanly_and_embeds_nothing_new(simulated):
+    proc, _, before, after = simulated
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert after == before  # every text came from the cache another process wrote
+
+
+def test_curve_json_has_the_promised_shape(simulated, real_pool):
+    proc, out, _, _ = simulated
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    curve = json.loads((out / "curve.json").read_text())
+    # the pool: every other row, and n_t rows per target with n_t / (others + k n_t) = prevalence
+    others = int(np.sum(~np.isin(real_pool.labels, real_pool.targets)))
+    k = len(real_pool.targets)
+    per_target = round(PREVALENCE * others / (1 - k * PREVALENCE))
+    assert curve["positives"] == k * (per_target - INITIAL)
+    assert set(curve["found"]) == {"system", "random", "tropel"}
+    for method, found in curve["found"].items():
+        assert len(found) == BUDGET, method
+        steps = np.diff([0, *found])
+        assert set(steps.tolist()) <= {0, 1}, method  # non-decreasing, one label at a time
+        assert found[-1] <= curve["positives"]
+    # the loop beats labelling at random on this pool (random expects < 1 find in 30)
+    assert curve["found"]["system"][-1] >= 5
+    assert curve["found"]["system"][-1] > curve["found"]["random"][-1]
+    assert set(curve["f1"]) == set(real_pool.targets)
+    assert all(0.0 <= v <= 1.0 for v in curve["f1"].values())
+
+
+def test_curve_png_is_written(simulated):
+    _, out, _, _ = simulated
+    png = (out / "curve.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(png) > 5000
+
+
+def test_table_and_held_out_f1_are_printed(simulated, real_pool):
+    proc, out, _, _ = simulated
+    curve = json.loads((out / "curve.json").read_text())
+    lines = proc.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("method"))
+    assert f"found@{BUDGET}" in header and "recall" in header
+    for method in ("system", "tropel", "random"):
+        row = next(line for line in lines if line.startswith(method)).split()
+        found = curve["found"][method][-1]
+        assert int(row[1]) == found
+        assert float(row[2]) == pytest.approx(found / min(BUDGET, curve["positives"]), abs=0.006)
+    f1_line = next(line for line in lines if "F1" in line)
+    for t in real_pool.targets:
+        assert t in f1_line
+    mean = np.mean(list(curve["f1"].values()))
+    assert f"mean {mean:.2f}" in f1_line
+
+
+# --- bad input: one line on stderr, naming the problem, non-zero exit, no traceback ------------
+
+
+@pytest.fixture(scope="module")
+def bad_cases(real_pool, csv_files, tmp_path_factory) -> dict[str, tuple[list, str]]:
+    """name -> (command-line arguments after `simulate`, a word the error must contain)."""
+    d = tmp_path_factory.mktemp("bad-input")
+    rp = real_pool
+    good = [(rp.ids[i], rp.labels[i], rp.texts[i]) for i in range(40)]
+    header = ["id", "label", "text"]
+    empty = write_csv(d / "empty.csv", header, [*good[:10], ("x1", "Artist", ""), *good[10:]])
+    blank = write_csv(d / "blank.csv", header, [*good, ("x2", "Artist", "   ")])
+    held_out = write_csv(d / "heldout.csv", ["id", "label", "body"], good)
+    (d / "garbage.csv.gz").write_bytes(b"this is not gzip data at all")
+    pool = csv_files["pool"]
+    two = ["--target", rp.targets[0], "--target", rp.targets[1]]
+    out = ["--out", d / "out"]
+    cases = {
+        "missing text column": ([pool, *two, "--text-column", "abstract"], "abstract"),
+        "missing label column": ([pool, *two, "--label-column", "category"], "category"),
+        "unknown target": ([pool, "--target", "Spaceship"], "Spaceship"),
+        "prevalence 0": ([pool, *two, "--prevalence", "0"], "prevalence"),
+        "prevalence 1.5": ([pool, *two, "--prevalence", "1.5"], "prevalence"),
+        "prevalence negative": ([pool, *two, "--prevalence", "-0.1"], "prevalence"),
+        "prevalence beyond the rows": ([pool, *two, "--prevalence", "0.3"], "prevalence"),
+        "empty text": ([empty, "--target", "Artist"], "empty"),
+        "blank text": ([blank, "--target", "Artist"], "empty"),
+        "no such file": ([d / "nowhere.csv", "--target", "Artist"], "nowhere.csv"),
+        "not a csv": ([d / "garbage.csv.gz", "--target", "Artist"], "garbage.csv.gz"),
+        "test file without the column": ([pool, *two, "--test", held_out], "'text'"),
+        "budget 0": ([pool, *two, "--budget", "0"], "budget"),
+        "too few target rows for seeds": ([pool, *two, "--initial-positives", "50"], "50"),
+    }
+    return {name: ([*map(str, args), *map(str, out)], word) for name, (args, word) in cases.items()}
+
+
+# The issue's list, run as real processes (concurrently: each start costs seconds here).
+SUBPROCESS_CASES = [
+    "missing text column",
+    "unknown target",
+    "prevalence 0",
+    "prevalence 1.5",
+    "empty text",
+    "no such file",
+]
+IN_PROCESS_CASES = [
+    *SUBPROCESS_CASES,
+    "missing label column",
+    "prevalence negative",
+    "prevalence beyond the rows",
+    "blank text",
+    "not a csv",
+    "test file without the column",
+    "budget 0",
+    "too few target rows for seeds",
+]
+
+
+def assert_one_line_error(returncode: int, stdout: str, stderr: str, word: str) -> None:
+    assert returncode != 0
+    assert "Traceback" not in stdout + stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert word.lower() in lines[0].lower(), lines[0]
+
+
+@pytest.mark.parametrize("case", SUBPROCESS_CASES)
+def test_bad_input_is_one_line_naming_the_problem(bad_runs, bad_cases, case):
+    proc = bad_runs[case]
+    args, word = bad_cases[case]
+    assert_one_line_error(proc.returncode, proc.stdout, proc.stderr, word)
+    assert not (Path(args[-1]) / "curve.json").exists()
+
+
+@pytest.mark.parametrize("case", IN_PROCESS_CASES)
+def test_bad_input_through_main_is_one_line_naming_the_problem(bad_cases, case, capsys):
+    from backend.cli import main
+
+    args, word = bad_cases[case]
+    code = main(["simulate", *args])  # an uncaught exception would fail this test
+    captured = capsys.readouterr()
+    assert_one_line_error(code, captured.out, captured.err, word)
+    assert not (Path(args[-1]) / "curve.json").exists()
+
+
+def test_a_budget_larger_than_the_pool_ends_when_the_pool_is_labelled():
+    X, labels = clusters(n_other=10, n_rare=4)
+    seeds = {0: "A", 5: "B"}
+    for method in ("random", "system", "tropel"):
+        res = run(X, labels, ["A", "B"], seeds, len(X) + 10, method, prototypes={})
+        assert len(res.found) == len(X) - len(seeds)
+        assert res.found[-1] == 4 + 4 - len(seeds)  # everything got labelled
+
+
+# --- the pieces, in process, on synthetic data ---------------------------------------------------
+
+
+def synthetic_dataset(n_other: int = 1000, n_target: int = 100) -> Dataset:
+    labels = ["other"] * n_other + ["A"] * n_target + ["B"] * n_target
+    return Dataset(
+        [f"text {i}" for i in range(len(labels))], labels, [str(i) for i in range(len(labels))]
+    )
+
+
+@pytest.mark.parametrize("prevalence", [0.005, 0.01, 0.05])
+def test_build_pool_gives_each_target_the_asked_share(prevalence):
+    data = synthetic_dataset()
+    rows = build_pool(data, ["A", "B"], prevalence, np.random.default_rng(0))
+    labels = np.array(data.labels)[rows]
+    assert len(set(rows.tolist())) == len(rows)
+    assert np.sum(labels == "other") == 1000  # every other row kept
+    for t in ("A", "B"):
+        n_t = np.sum(labels == t)
+        assert n_t >= 1
+        assert abs(n_t - prevalence * len(rows)) <= 1.0
+    assert not np.all(np.diff(rows) > 0)  # shuffled
+
+
+def test_build_pool_without_prevalence_is_the_whole_file_shuffled():
+    data = synthetic_dataset(50, 5)
+    rows = build_pool(data, ["A"], None, np.random.default_rng(0))
+    assert sorted(rows.tolist()) == list(range(len(data)))
+
+
+@pytest.mark.parametrize("prevalence", [0.0, 1.0, -0.5, 0.5, 0.2])
+def test_build_pool_refuses_impossible_prevalences(prevalence):
+    with pytest.raises(DataError, match="prevalence"):
+        build_pool(synthetic_dataset(), ["A", "B"], prevalence, np.random.default_rng(0))
+
+
+def test_read_csv_reads_gzip_and_numbers_rows_without_ids(tmp_path):
+    path = write_csv(tmp_path / "d.csv.gz", ["text", "label"], [("alpha", " A "), ("beta", "B")])
+    data = read_csv(path)
+    assert data.texts == ["alpha", "beta"]
+    assert data.labels == ["A", "B"]
+    assert data.ids == ["0", "1"]
+
+
+def test_recall_at():
+    found = [0, 1, 1, 2, 3]
+    assert recall_at(found, 10, 2) == pytest.approx(1 / 2)
+    assert recall_at(found, 4, 5) == pytest.approx(3 / 4)  # min(k, positives)
+    assert recall_at(found, 10, 6) is None  # the run was shorter
+    assert recall_at(found, 0, 3) is None
+
+
+def clusters(seed: int = 0, n_other: int = 400, n_rare: int = 20, dim: int = 16, centres=0):
+    """Two tight rare clusters in a diffuse background; `centres` seeds the cluster centres."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(1000 + centres).normal(size=(3, dim))
+    X = np.vstack(
+        [
+            centres[0] + 0.4 * rng.normal(size=(n_rare, dim)),
+            centres[1] + 0.4 * rng.normal(size=(n_rare, dim)),
+            centres[2] + 2.0 * rng.normal(size=(n_other, dim)),
+        ]
+    )
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    labels = np.array(["A"] * n_rare + ["B"] * n_rare + ["other"] * n_other)
+    return X, labels
+
+
+def test_run_counts_finds_one_label_at_a_time_and_beats_random():
+    X, labels = clusters(n_other=200, n_rare=10)
+    seeds = {0: "A", 1: "A", 10: "B", 11: "B"}
+    protos = {"A": X[0], "B": X[10]}
+    budget = 25
+    results = {
+        m: run(X, labels, ["A", "B"], seeds, budget, m, prototypes=protos)
+        for m in ("system", "tropel", "random")
+    }
+    positives = 20 - len(seeds)
+    for method, res in results.items():
+        assert res.method == method
+        assert len(res.found) == budget
+        assert set(np.diff([0, *res.found]).tolist()) <= {0, 1}
+        assert res.found[-1] <= positives
+    assert results["system"].found[-1] >= 0.8 * positives
+    assert results["system"].found[-1] > results["random"].found[-1]
+    state = results["system"].state
+    assert len(state.labels) == len(seeds) + budget
+    rep = report(list(results.values()), positives, budget, ["A", "B"])
+    table = format_table(rep)
+    for method in results:
+        assert any(line.startswith(method) for line in table.splitlines())
+    assert f"found@{budget}" in table
+
+
+def test_f1_per_target_matches_a_direct_count():
+    from sklearn.metrics import f1_score
+
+    X, labels = clusters(seed=1)
+    pool = Pool(list(range(len(X))), X)
+    state = LabelState(["A", "B"])
+    for i in (0, 1, 2, 20, 21, 22, 50, 60, 70):
+        state.set_label(i, str(labels[i]))
+    prio = Prioritiser(["A", "B"], RankerConfig(f_a=10)).fit(pool, state)
+    X_test, y_test = clusters(seed=2)  # new points around the same centres
+    f1 = f1_per_target(prio, X_test, y_test)
+    scores = prio.score(X_test)
+    for j, t in enumerate(["A", "B"]):
+        assert f1[t] == pytest.approx(f1_score(y_test == t, scores[:, j] > 0))
+    assert min(f1.values()) > 0.5

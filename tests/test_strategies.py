@@ -1,0 +1,112 @@
+"""Query strategies per class and their combination into one queue."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.prioritiser import RankerConfig
+from model.strategies import (
+    STRATEGIES,
+    ClassContext,
+    adaptive,
+    combine,
+    get_strategy,
+    margin,
+    most_likely_positive,
+)
+
+
+@pytest.fixture
+def scores() -> np.ndarray:
+    """Both signs, so the most-likely-positive keys (-s) and margin keys (|s|) differ."""
+    return np.random.default_rng(0).normal(size=50).astype(np.float32)
+
+
+def is_positive_order(keys, scores) -> bool:
+    return np.array_equal(keys, -scores)
+
+
+def is_margin_order(keys, scores) -> bool:
+    return np.array_equal(keys, np.abs(scores))
+
+
+def test_the_two_orders_are_what_they_say(scores):
+    ctx = ClassContext(1, 1, linear=True)
+    keys = most_likely_positive(scores, ctx)
+    assert np.argmin(keys) == np.argmax(scores)
+    keys = margin(scores, ctx)
+    assert np.argmin(keys) == np.argmin(np.abs(scores))
+    assert not is_margin_order(-scores, scores)  # the fixture tells the two apart
+
+
+def test_adaptive_switches_to_margin_exactly_when_positives_reach_negatives(scores):
+    for n_pos in range(8):
+        for n_neg in range(8):
+            keys = adaptive(scores, ClassContext(n_pos, n_neg, linear=True))
+            if n_pos < n_neg:
+                assert is_positive_order(keys, scores), (n_pos, n_neg)
+            else:
+                assert is_margin_order(keys, scores), (n_pos, n_neg)
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_cosine_rankers_never_use_the_margin(name, scores):
+    strategy = get_strategy(name)
+    for s in (scores, -np.abs(scores), np.abs(scores)):
+        for n_pos, n_neg in [(0, 0), (0, 5), (5, 0), (5, 5), (9, 2)]:
+            keys = strategy(s, ClassContext(n_pos, n_neg, linear=False))
+            assert is_positive_order(keys, s), (name, n_pos, n_neg)
+
+
+def test_positive_and_margin_strategies_on_a_linear_ranker(scores):
+    ctx = ClassContext(2, 9, linear=True)
+    assert is_positive_order(get_strategy("positive")(scores, ctx), scores)
+    assert is_margin_order(get_strategy("margin")(scores, ctx), scores)
+
+
+def test_unknown_strategy_name_raises_and_names_the_choices():
+    with pytest.raises(ValueError, match="positive"):
+        get_strategy("most_uncertain")
+    with pytest.raises(ValueError):
+        RankerConfig(strategy="most_uncertain")
+
+
+def brute_force_combine(keys: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Full per-class ranks, best rank per item, sort by (best rank, position)."""
+    m = len(keys[0])
+    best = np.full(m, np.iinfo(np.int64).max)
+    for k in keys:
+        rank = np.empty(m, dtype=np.int64)
+        rank[np.argsort(k)] = np.arange(m)
+        best = np.minimum(best, rank)
+    order = sorted(range(m), key=lambda i: (best[i], i))[:n]
+    return np.array(order, dtype=np.int64), best[order]
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 17, 60, 200])
+def test_combine_equals_brute_force(n):
+    rng = np.random.default_rng(n)
+    for _ in range(60):
+        m = int(rng.integers(1, 120))
+        k = int(rng.integers(1, 6))
+        keys = [rng.normal(size=m) for _ in range(k)]
+        order, ranks = combine(keys, n)
+        want_order, want_ranks = brute_force_combine(keys, n)
+        np.testing.assert_array_equal(order, want_order)
+        np.testing.assert_array_equal(ranks, want_ranks)
+        assert len(order) == min(n, m) == len(set(order.tolist()))
+
+
+def test_combine_interleaves_the_classes_fairly():
+    # class 0 wants items 0, 1, 2 ...; class 1 wants items 9, 8, 7 ...
+    keys = [np.arange(10.0), -np.arange(10.0)]
+    order, ranks = combine(keys, 4)
+    assert order.tolist() == [0, 9, 1, 8]
+    assert ranks.tolist() == [0, 0, 1, 1]
+
+
+def test_combine_with_nothing_to_choose():
+    assert len(combine([], 5)[0]) == 0
+    assert len(combine([np.array([])], 5)[0]) == 0
+    assert len(combine([np.arange(4.0)], 0)[0]) == 0
