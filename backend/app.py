@@ -87,7 +87,9 @@ def validate_event(payload) -> tuple[int, dict] | None:
             raise BadRequest("'tasks' must be a list")
         event["tasks"] = [{"id": _id(t, "tasks[]"), "data": t.get("data")} for t in tasks]
     elif action == "PROJECT_UPDATED":
-        event["label_config"] = payload["project"].get("label_config")
+        for key in ("label_config", "sampling", "model_version"):
+            if key in payload["project"]:
+                event[key] = payload["project"][key]
     return p, event
 
 

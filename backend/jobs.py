@@ -169,10 +169,13 @@ def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
         log.info("project %s: empty pool, nothing to rank", p)
         return {"pushed": 0}
     labels = store.labels(p)
+    asked = store.asked(p)
     state = LabelState(cfg.targets)
-    for task, label in labels.items():
+    for task, label in labels.items():  # in annotation order: recent precision per class
         if task in pool.row:
             state.set_label(task, label)
+            if asked.get(task) in cfg.targets:
+                state.record_query(task, asked[task])
     prio = _warm().prioritisers.get(p)
     if prio is None or prio.targets != cfg.targets:
         texts = [prototype_text(t, cfg.descriptions.get(t)) for t in cfg.targets]
@@ -182,9 +185,8 @@ def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
     prio.config = RankerConfig(cfg.f_a, cfg.strategy, cfg.C)
     prio.fit(pool, state)
     rows, _ = prio.queue(cfg.queue_size)
-    names, _ = prio.predict(pool.X[rows])
     queue = [int(pool.ids[r]) for r in rows]
-    label_of_task = dict(zip(queue, names, strict=True))
+    label_of_task = dict(zip(queue, prio.queue_targets_, strict=True))  # the class that asked
     fit_seconds = time.perf_counter() - t0
 
     plan = plan_push(store.pushed(p), queue, set(labels))
@@ -196,6 +198,7 @@ def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
         cfg.model_version, cfg.label.from_name, cfg.label.to_name,
     )  # fmt: skip
     store.set_pushed(p, plan.scores)
+    store.record_asked(p, {t: label_of_task[t] for t in plan.writes})
     store.save_model(p, model_json(prio, cfg))
     counts = state.counts()
     total = time.perf_counter() - t0
@@ -225,6 +228,19 @@ def model_json(prio: Prioritiser, cfg: ProjectConfig) -> dict:
     }
 
 
+def needs_configuring(cfg: ProjectConfig, event: dict) -> bool:
+    """A manager's edit reset the order (e.g. turning pre-labelling off blanks model_version).
+
+    Only a difference triggers a fix, so our own update's PROJECT_UPDATED ends the exchange.
+    """
+    if event.get("action") != "PROJECT_UPDATED" or "sampling" not in event:
+        return False
+    return (event.get("sampling"), event.get("model_version")) != (
+        ls.UNCERTAINTY_SAMPLING,
+        cfg.model_version,
+    )
+
+
 def process_project(project: int) -> dict:
     """The one job: apply pending events (rebuilding from Label Studio when needed), retrain."""
     store = Store(connect(redis_url()))
@@ -242,6 +258,8 @@ def process_project(project: int) -> dict:
                     cfg = resolve(project, xml, cfg.extra, cfg.hostname, cfg.access_token)
                     store.save_config(cfg)
                     log.info("project %s: label config changed, targets %s", project, cfg.targets)
+            if any(needs_configuring(cfg, e) for e in events):
+                ls.configure_project(client_for(cfg), project, cfg.model_version)
             synced = "synced_at" in store.status(project)
             if not synced or any(e.get("action") in REBUILD_ACTIONS for e in events):
                 sync_from_label_studio(store, cfg)

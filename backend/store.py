@@ -9,6 +9,7 @@ Keys (p = Label Studio project id):
   rl:p:ann             hash annotation id -> "task id<TAB>label" (human labels)
   rl:p:model           JSON: per-class weights, so /predict needs no worker
   rl:p:pushed          hash task id -> score last written to Label Studio
+  rl:p:asked           hash task id -> the target class that asked for it (its precision)
   rl:p:status          hash of figures for /metrics
 Label Studio stays the source of truth: all of this can be rebuilt from it.
 """
@@ -130,14 +131,14 @@ class Store:
         pipe.execute()
 
     def labels(self, project: int) -> dict[int, str]:
-        """Each task's label from its newest annotation."""
+        """Each task's label from its newest annotation, in the order they were annotated."""
         out: dict[int, tuple[int, str]] = {}
         for a, v in self.r.hgetall(self.key(project, "ann")).items():
             task, label = v.decode().split("\t", 1)
             ann, task_id = int(a), int(task)
             if task_id not in out or ann > out[task_id][0]:
                 out[task_id] = (ann, label)
-        return {t: lab for t, (_, lab) in out.items()}
+        return {t: lab for t, (_, lab) in sorted(out.items(), key=lambda kv: kv[1][0])}
 
     # --- the model, the pushed queue and status ---
     def save_model(self, project: int, model: dict) -> None:
@@ -156,6 +157,13 @@ class Store:
         if scores:
             pipe.hset(self.key(project, "pushed"), mapping={str(t): s for t, s in scores.items()})
         pipe.execute()
+
+    def record_asked(self, project: int, asked: dict[int, str]) -> None:
+        if asked:
+            self.r.hset(self.key(project, "asked"), mapping={str(t): c for t, c in asked.items()})
+
+    def asked(self, project: int) -> dict[int, str]:
+        return {int(t): c.decode() for t, c in self.r.hgetall(self.key(project, "asked")).items()}
 
     def set_status(self, project: int, **fields: float | str) -> None:
         self.r.hset(self.key(project, "status"), mapping=fields)

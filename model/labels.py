@@ -3,7 +3,8 @@
 Only the human label of each task is stored; per-class positive and negative sets are
 derived from it, so relabelling or deleting a task can never leave it in two sets. An
 annotation of class A is a positive for A and a negative for every other target.
-Pseudo-negatives are the machine's guesses, replaced at every retrain.
+Pseudo-negatives are the machine's guesses, replaced at every retrain. `asked_by` remembers
+which class asked for a task, so each class's recent precision can be measured.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class LabelState:
     targets: list[str]
     labels: dict[TaskId, str] = field(default_factory=dict)
     pseudo_negatives: dict[str, set[TaskId]] = field(default_factory=dict)
+    asked_by: dict[TaskId, str] = field(default_factory=dict)  # in the order asked
 
     def __post_init__(self) -> None:
         if not self.targets:
@@ -45,6 +47,17 @@ class LabelState:
     def set_pseudo_negatives(self, target: str, tasks: Iterable[TaskId]) -> None:
         self._check(target)
         self.pseudo_negatives[target] = set(tasks).difference(self.labels)
+
+    def record_query(self, task: TaskId, target: str) -> None:
+        self._check(target)
+        self.asked_by.pop(task, None)
+        self.asked_by[task] = target
+
+    def recent_hits(self, target: str, window: int) -> tuple[int, int]:
+        """(positives, labelled) among the last `window` labelled tasks this class asked for."""
+        asked = [t for t, c in self.asked_by.items() if c == target and t in self.labels]
+        recent = asked[-window:]
+        return sum(self.labels[t] == target for t in recent), len(recent)
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {

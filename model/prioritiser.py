@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model.labels import LabelState
+from model.neighbours import neighbour_posterior
 from model.rankers import CosineRanker, LinearRanker, fit_class_ranker
 from model.strategies import ClassContext, combine, get_strategy
 
@@ -23,6 +24,12 @@ class RankerConfig:
     strategy: str = "positive"
     C: float = 10.0
     bottom_fraction: float = 0.5
+    human_weight: float = 1.0  # weight of a human label relative to a pseudo-negative
+    neighbours: int = 10  # k of the nearest-labelled-neighbour correction; 0 turns it off
+    refine_top: int = 200  # candidates per class that the correction rescores
+    # Which class asks next: the one whose recent picks paid best (a bandit over classes).
+    precision_window: int = 20  # recent picks per class that estimate its precision
+    precision_prior: tuple[float, float] = (4.5, 0.5)  # Beta prior: optimistic, worth 5 picks
     random_state: int = 0
 
     def __post_init__(self) -> None:
@@ -77,7 +84,10 @@ class Prioritiser:
     def fit(self, pool: Pool, state: LabelState) -> Prioritiser:
         """Refit every class on the current labels and rescore the pool."""
         labelled = np.zeros(len(pool.ids), dtype=bool)
-        labelled[pool.rows(state.labels)] = True
+        self.labelled_ = pool.rows(state.labels)
+        labelled[self.labelled_] = True
+        self.label_of_labelled_ = np.array([state.labels[pool.ids[i]] for i in self.labelled_])
+        self.X_ = pool.X
         self.unlabelled_ = np.flatnonzero(~labelled)
         same_pool = self.scores_ is not None and self.ids_ == pool.ids
         self.contexts_: list[ClassContext] = []
@@ -87,13 +97,18 @@ class Prioritiser:
             ranker, pseudo = fit_class_ranker(
                 pool.X, pos, neg, self.unlabelled_, previous, self.prototypes.get(target),
                 previous=self.rankers_.get(target), f_a=self.config.f_a, C=self.config.C,
-                bottom_fraction=self.config.bottom_fraction, rng=self.rng,
+                bottom_fraction=self.config.bottom_fraction,
+                human_weight=self.config.human_weight, rng=self.rng,
             )  # fmt: skip
             self.rankers_[target] = ranker
             state.set_pseudo_negatives(target, [pool.ids[i] for i in pseudo.tolist()])
             self.contexts_.append(ClassContext(len(pos), len(neg), ranker.stage == "linear"))
         self.scores_ = self.score(pool.X)
         self.ids_ = list(pool.ids)
+        a, b = self.config.precision_prior
+        hits = [state.recent_hits(t, self.config.precision_window) for t in self.targets]
+        # Thompson sampling: one early miss must not shut a class out for good
+        self.class_precision_ = np.array([self.rng.beta(a + h, b + n - h) for h, n in hits])
         return self
 
     def score(self, X: np.ndarray) -> np.ndarray:
@@ -107,12 +122,32 @@ class Prioritiser:
         if self.scores_ is None:
             raise RuntimeError("call fit() before queue()")
         cand = self.unlabelled_
-        keys = [
-            get_strategy(self.config.strategy)(self.scores_[cand, j], ctx)
-            for j, ctx in enumerate(self.contexts_)
-        ]
-        order, ranks = combine(keys, n)
+        P = self._probability(self.scores_[cand])
+        if self.config.neighbours > 0 and len(self.labelled_) > 0:
+            self._refine(P, cand, max(n, self.config.refine_top))
+        logits = np.log(np.clip(P, 1e-9, 1)) - np.log(np.clip(1 - P, 1e-9, 1))
+        strategy = get_strategy(self.config.strategy)
+        keys = [strategy(logits[:, j], ctx) for j, ctx in enumerate(self.contexts_)]
+        order, ranks, classes = combine(
+            keys, n, tiebreak=-P.max(axis=1), class_order=-self.class_precision_
+        )
+        self.queue_targets_ = [self.targets[c] for c in classes]
         return cand[order], ranks
+
+    def _refine(self, P: np.ndarray, cand: np.ndarray, m: int) -> None:
+        """Correct each class's `m` most probable candidates by their labelled neighbours."""
+        X_lab = self.X_[self.labelled_]
+        for j, target in enumerate(self.targets):
+            top = np.argpartition(-P[:, j], m - 1)[:m] if m < len(cand) else np.arange(len(cand))
+            y = (self.label_of_labelled_ == target).astype(np.float32)
+            P[top, j] = neighbour_posterior(
+                self.X_[cand[top]], X_lab, y, P[top, j], k=self.config.neighbours
+            )
+
+    def _probability(self, scores: np.ndarray) -> np.ndarray:
+        """Per-class scores on one [0, 1] scale: sigmoid of a margin, or rescaled cosine."""
+        linear = np.array([self.rankers_[t].stage == "linear" for t in self.targets])
+        return np.where(linear, 1.0 / (1.0 + np.exp(-scores)), (scores + 1) / 2)
 
     def predict(self, X: np.ndarray) -> tuple[list[str], np.ndarray]:
         """Best target per row and its probability-like score, on one scale for every stage.
@@ -120,8 +155,6 @@ class Prioritiser:
         A linear class's margin goes through a sigmoid, a cosine class's similarity is mapped
         from [-1, 1] to [0, 1], so classes at different stages can be compared.
         """
-        s = self.score(X)
-        linear = np.array([self.rankers_[t].stage == "linear" for t in self.targets])
-        prob = np.where(linear, 1.0 / (1.0 + np.exp(-s)), (s + 1) / 2)
+        prob = self._probability(self.score(X))
         best = prob.argmax(axis=1)
         return [self.targets[i] for i in best], prob[np.arange(len(prob)), best]

@@ -58,7 +58,9 @@ class LinearRanker:
         self.class_weight = class_weight
         self.max_iter = max_iter
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> LinearRanker:
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> LinearRanker:
         """Refits start from the previous solution: one new label barely moves it."""
         y = np.asarray(y)
         if len(np.unique(y)) != 2:
@@ -67,7 +69,7 @@ class LinearRanker:
             self.model_ = LogisticRegression(
                 C=self.C, class_weight=self.class_weight, max_iter=self.max_iter, warm_start=True
             )
-        self.model_.fit(X, y)
+        self.model_.fit(X, y, sample_weight=sample_weight)
         self.coef_ = self.model_.coef_[0].astype(np.float32)
         self.intercept_ = float(self.model_.intercept_[0])
         return self
@@ -112,6 +114,7 @@ def fit_class_ranker(
     f_a: float = 100.0,
     C: float = 10.0,
     bottom_fraction: float = 0.5,
+    human_weight: float = 1.0,
     rng: np.random.Generator,
 ) -> tuple[CosineRanker | LinearRanker, np.ndarray]:
     """Fit the stage that the labels allow; return the ranker and the pseudo-negatives used.
@@ -134,5 +137,8 @@ def fit_class_ranker(
     pseudo = sample_pseudo_negatives(current_scores, unlabelled, n_pseudo, rng, bottom_fraction)
     rows = np.concatenate([pos, neg, pseudo])
     y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg) + len(pseudo))])
+    # A human label is worth `human_weight` pseudo-negatives: the few hard negatives a person
+    # labelled near the boundary must not drown among thousands of easy machine ones.
+    w = np.concatenate([np.full(len(pos) + len(neg), human_weight), np.ones(len(pseudo))])
     linear = previous if isinstance(previous, LinearRanker) and previous.C == C else LinearRanker(C)
-    return linear.fit(X[rows], y), pseudo
+    return linear.fit(X[rows], y, sample_weight=w), pseudo

@@ -84,6 +84,7 @@ def run(
             if len(rows) == 0:
                 break
             row = int(rows[0])
+            state.record_query(row, prio.queue_targets_[0])
         state.set_label(row, str(labels[row]))
         n_found += bool(is_rare[row])
         found.append(n_found)

@@ -58,23 +58,35 @@ def get_strategy(name: str) -> Strategy:
         ) from None
 
 
-def combine(keys: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top `n` candidates by their best per-class rank; returns (positions, best ranks).
+def combine(
+    keys: list[np.ndarray],
+    n: int,
+    tiebreak: np.ndarray | None = None,
+    class_order: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top `n` candidates by their best per-class rank: (positions, best ranks, their class).
 
-    Only each class's own top `n` can reach the combined top `n`, so this costs O(k·m)
-    for k classes and m candidates, not a full sort.
+    Candidates of equal best rank (each class's first, each class's second, ...) are ordered
+    by `class_order[class]` (lower first), then by `tiebreak`, then by position. Only each
+    class's own top `n` can reach the combined top `n`: O(k·m) for k classes, m candidates.
     """
     m = len(keys[0]) if keys else 0
     n = min(n, m)
     if n == 0:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, empty
     best_rank = np.full(m, np.iinfo(np.int64).max, dtype=np.int64)
-    for k in keys:
+    best_class = np.zeros(m, dtype=np.int64)
+    for c, k in enumerate(keys):
         # everything up to the n-th smallest key, ties included, in position order
         cut = k[np.argpartition(k, n - 1)[n - 1]] if n < m else np.inf
         top = np.flatnonzero(k <= cut)
         top = top[np.argsort(k[top], kind="stable")][:n]
-        best_rank[top] = np.minimum(best_rank[top], np.arange(len(top)))
+        better = np.arange(len(top)) < best_rank[top]
+        best_rank[top[better]] = np.flatnonzero(better)
+        best_class[top[better]] = c
     pool = np.flatnonzero(best_rank < n)
-    order = pool[np.argsort(best_rank[pool], kind="stable")][:n]
-    return order, best_rank[order]
+    secondary = tiebreak[pool] if tiebreak is not None else np.zeros(len(pool))
+    by_class = class_order[best_class[pool]] if class_order is not None else np.zeros(len(pool))
+    order = pool[np.lexsort((secondary, by_class, best_rank[pool]))][:n]
+    return order, best_rank[order], best_class[order]

@@ -188,3 +188,17 @@ def test_basic_auth_when_configured(client, monkeypatch):
     bad = base64.b64encode(b"ls:wrong").decode()
     assert client.get("/health", headers={"Authorization": f"Basic {bad}"}).status_code == 401
     assert client.get("/health", headers={"Authorization": f"Basic {good}"}).status_code == 200
+
+
+def test_a_manager_edit_that_breaks_the_order_is_repaired_once(client, store):
+    cfg = resolve(7, LABEL_CONFIG)
+    project = {"id": 7, "sampling": "Sequential sampling", "model_version": ""}
+    broken = {"action": "PROJECT_UPDATED", "project": project}
+    assert client.post("/webhook", json=broken).status_code == 200
+    event = store.pending_events(7)[-1]
+    assert event["sampling"] == "Sequential sampling"
+    assert jobs.needs_configuring(cfg, event)
+    ours = {"action": "PROJECT_UPDATED", "sampling": "Uncertainty sampling",
+            "model_version": cfg.model_version}  # fmt: skip
+    assert not jobs.needs_configuring(cfg, ours)  # our own update does not loop
+    assert not jobs.needs_configuring(cfg, {"action": "PROJECT_UPDATED"})

@@ -108,3 +108,16 @@ def test_random_event_sequences_keep_the_sets_consistent():
             assert neg == {k for k, v in truth.items() if v != t}
             assert not pos & neg
             assert not state.pseudo_negatives.get(t, set()) & set(truth)
+
+
+def test_recent_hits_count_only_the_last_labelled_queries_of_a_class():
+    state = LabelState(["a", "b"])
+    for task, asked, label in [(1, "a", "a"), (2, "a", "x"), (3, "b", "b"), (4, "a", "a")]:
+        state.record_query(task, asked)
+        state.set_label(task, label)
+    state.record_query(5, "a")  # asked, not labelled yet: no evidence
+    assert state.recent_hits("a", window=10) == (2, 3)
+    assert state.recent_hits("a", window=2) == (1, 2)
+    assert state.recent_hits("b", window=10) == (1, 1)
+    with pytest.raises(KeyError):
+        state.record_query(6, "zebra")

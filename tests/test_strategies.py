@@ -72,38 +72,52 @@ def test_unknown_strategy_name_raises_and_names_the_choices():
         RankerConfig(strategy="most_uncertain")
 
 
-def brute_force_combine(keys: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Full per-class ranks, best rank per item, sort by (best rank, position)."""
+def brute_force_combine(keys, n, tiebreak=None, class_order=None):
+    """Full per-class ranks; sort by (best rank, order of its class, tiebreak, position)."""
     m = len(keys[0])
     best = np.full(m, np.iinfo(np.int64).max)
-    for k in keys:
+    cls = np.zeros(m, dtype=np.int64)
+    for c, k in enumerate(keys):
         rank = np.empty(m, dtype=np.int64)
-        rank[np.argsort(k)] = np.arange(m)
+        rank[np.argsort(k, kind="stable")] = np.arange(m)
+        cls = np.where(rank < best, c, cls)
         best = np.minimum(best, rank)
-    order = sorted(range(m), key=lambda i: (best[i], i))[:n]
-    return np.array(order, dtype=np.int64), best[order]
+    tb = np.zeros(m) if tiebreak is None else tiebreak
+    co = np.zeros(len(keys)) if class_order is None else class_order
+    order = sorted(range(m), key=lambda i: (best[i], co[cls[i]], tb[i], i))[:n]
+    return np.array(order, dtype=np.int64), best[order], cls[order]
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 17, 60, 200])
-def test_combine_equals_brute_force(n):
+@pytest.mark.parametrize("extras", [False, True])
+def test_combine_equals_brute_force(n, extras):
     rng = np.random.default_rng(n)
     for _ in range(60):
         m = int(rng.integers(1, 120))
         k = int(rng.integers(1, 6))
         keys = [rng.normal(size=m) for _ in range(k)]
-        order, ranks = combine(keys, n)
-        want_order, want_ranks = brute_force_combine(keys, n)
-        np.testing.assert_array_equal(order, want_order)
-        np.testing.assert_array_equal(ranks, want_ranks)
-        assert len(order) == min(n, m) == len(set(order.tolist()))
+        tiebreak = rng.normal(size=m) if extras else None
+        class_order = rng.normal(size=k) if extras else None
+        got = combine(keys, n, tiebreak=tiebreak, class_order=class_order)
+        want = brute_force_combine(keys, n, tiebreak, class_order)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+        assert len(got[0]) == min(n, m) == len(set(got[0].tolist()))
 
 
 def test_combine_interleaves_the_classes_fairly():
     # class 0 wants items 0, 1, 2 ...; class 1 wants items 9, 8, 7 ...
     keys = [np.arange(10.0), -np.arange(10.0)]
-    order, ranks = combine(keys, 4)
+    order, ranks, classes = combine(keys, 4)
     assert order.tolist() == [0, 9, 1, 8]
     assert ranks.tolist() == [0, 0, 1, 1]
+    assert classes.tolist() == [0, 1, 0, 1]
+
+
+def test_class_order_decides_which_class_asks_first():
+    keys = [np.arange(10.0), -np.arange(10.0)]
+    order, _, classes = combine(keys, 4, class_order=np.array([0.5, -0.5]))
+    assert order.tolist() == [9, 0, 8, 1] and classes.tolist() == [1, 0, 1, 0]
 
 
 def test_combine_with_nothing_to_choose():
