@@ -6,7 +6,8 @@ classifiers, and the cost per label. Every variant of the loop is one line in VA
 
     python3 benchmarks/simulate_dbpedia.py                  # full benchmark (~30 min)
     python3 benchmarks/simulate_dbpedia.py --quick          # smoke check
-    python3 benchmarks/simulate_dbpedia.py --variants tropel,until_dry --seeds 5 --jobs 2
+    python3 benchmarks/simulate_dbpedia.py --variants tropel,default --seeds 5 --jobs 2
+    python3 benchmarks/simulate_dbpedia.py --protocol single --variants tropel,paper,default
 
 The rows are split once (fixed seed, stratified by label) into a pool-source part (80%)
 and a held-out test part (20%). For each (prevalence, random state) a pool is built from
@@ -54,13 +55,18 @@ TEST_FRACTION = 0.2
 TEST_SEED_OFFSET = 10_000  # the same-prevalence test set of random state s uses s + this
 
 # name -> (simulate.run method, RankerConfig keyword arguments). A new variant is one line.
+# The ladder from the paper's loop to the default adds one ingredient per row.
+_PAPER = {"strategy": "adaptive", "human_weight": 1.0, "class_bandit": False}
 VARIANTS: dict[str, tuple[str, dict]] = {
     "random": ("random", {}),
     "tropel": ("tropel", {}),
-    "paper": ("system", {"strategy": "adaptive"}),
-    "positive": ("system", {"strategy": "positive"}),
-    "until_dry": ("system", {"strategy": "until_dry"}),
-    "no_pseudo": ("system", {"strategy": "until_dry", "f_a": 0}),
+    "paper": ("system", _PAPER),  # adaptive query, pseudo-negatives, f_a = 100
+    "+positive": ("system", {**_PAPER, "strategy": "positive"}),  # most-likely-positive query
+    "+hweight": ("system", {"human_weight": 5.0, "class_bandit": False}),  # human label = 5
+    "default": ("system", {}),  # + the class bandit: the class whose picks pay asks next
+    "no_pseudo": ("system", {"f_a": 0}),  # the default without pseudo-negatives
+    "margin": ("system", {"strategy": "margin"}),  # the default with margin queries
+    "neighbours": ("system", {"neighbours": 10}),  # + nearest-labelled-neighbour correction
 }
 
 
@@ -133,16 +139,17 @@ class Job:
     prevalence: float
     seed: int
     variant: str
+    target: str | None = None  # protocol "single": this target alone; None: all five at once
 
 
-def pool_for(b: Bench, prevalence: float, seed: int):
+def pool_for(b: Bench, prevalence: float, seed: int, targets: list[str]):
     """Pool rows (global), initial positives (pool rows) and the same-prevalence test rows."""
     rng = np.random.default_rng(seed)
-    local = build_pool(b.data.subset(b.source), b.targets, prevalence, rng)
+    local = build_pool(b.data.subset(b.source), targets, prevalence, rng)
     rows = b.source[local]
-    seeds = initial_positives(b.labels[rows], b.targets, INITIAL, rng)
+    seeds = initial_positives(b.labels[rows], targets, INITIAL, rng)
     test_rng = np.random.default_rng(seed + TEST_SEED_OFFSET)
-    test_local = build_pool(b.data.subset(b.test), b.targets, prevalence, test_rng)
+    test_local = build_pool(b.data.subset(b.test), targets, prevalence, test_rng)
     return rows, seeds, b.test[test_local]
 
 
@@ -150,23 +157,25 @@ def run_job(job: Job) -> dict:
     b = BENCH
     assert b is not None
     method, kwargs = VARIANTS[job.variant]
-    rows, seeds, test_rows = pool_for(b, job.prevalence, job.seed)
+    targets = [job.target] if job.target else b.targets
+    rows, seeds, test_rows = pool_for(b, job.prevalence, job.seed, targets)
     labels = b.labels[rows]
-    positives = int(np.isin(labels, b.targets).sum()) - len(seeds)
+    positives = int(np.isin(labels, targets).sum()) - len(seeds)
     config = RankerConfig(random_state=job.seed, **kwargs)
     with threadpool_limits(1):
-        res = run(b.X[rows], labels, b.targets, seeds, b.budget, method, config, b.prototypes)
+        res = run(b.X[rows], labels, targets, seeds, b.budget, method, config, b.prototypes)
     # The label state keeps insertion order: the seeds first, then the rows asked for.
     asked = [int(r) for r in list(res.state.labels)[len(seeds) :]] if res.state else []
     ks = [k for k in CHECKPOINTS if k <= b.budget]
-    per_target = {t: [int(np.sum(labels[asked[:k]] == t)) for k in ks] for t in b.targets}
+    per_target = {t: [int(np.sum(labels[asked[:k]] == t)) for k in ks] for t in targets}
     out = {
         "prevalence": job.prevalence,
         "seed": job.seed,
+        "target": job.target,
         "variant": job.variant,
         "positives": positives,
         "pool_size": len(rows),
-        "pool_per_target": {t: int(np.sum(labels == t)) for t in b.targets},
+        "pool_per_target": {t: int(np.sum(labels == t)) for t in targets},
         "found": res.found,
         "found_per_target_at": per_target,
         "ms_per_label": 1000 * res.seconds_per_label,
@@ -200,7 +209,9 @@ def summarise(results: list[dict], variants: list[str], budget: int) -> dict:
     ks = [k for k in CHECKPOINTS if k <= budget]
     out = {}
     for v in variants:
-        rs = sorted((r for r in results if r["variant"] == v), key=lambda r: r["seed"])
+        rs = sorted(
+            (r for r in results if r["variant"] == v), key=lambda r: (r["seed"], r["target"] or "")
+        )
         if not rs:
             continue
         length = min(len(r["found"]) for r in rs)
@@ -227,13 +238,10 @@ def summarise(results: list[dict], variants: list[str], budget: int) -> dict:
             "f1_natural_per_target": _mean_per_target(rs, "f1_natural"),
             "found_per_target_at": {
                 t: dict(
-                    zip(
-                        ks,
-                        np.mean([r["found_per_target_at"][t] for r in rs], axis=0).tolist(),
-                        strict=True,
-                    )
+                    zip(ks, np.mean([r["found_per_target_at"][t] for r in rs_t], 0), strict=True)
                 )
-                for t in rs[0]["found_per_target_at"]
+                for t in TARGETS
+                if (rs_t := [r for r in rs if t in r["found_per_target_at"]])
             },
             "ms_per_label_median": float(statistics.median(r["ms_per_label"] for r in rs)),
         }
@@ -251,21 +259,29 @@ def summarise(results: list[dict], variants: list[str], budget: int) -> dict:
 def _mean_per_target(rs: list[dict], key: str) -> dict[str, float] | None:
     if any(r[key] is None for r in rs):
         return None
-    return {t: float(np.mean([r[key][t] for r in rs])) for t in rs[0][key]}
+    return {t: float(np.mean([r[key][t] for r in rs if t in r[key]])) for t in TARGETS}
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def format_table(prevalence: float, summary: dict, results: list[dict], budget: int) -> str:
+def format_table(
+    prevalence: float, summary: dict, results: list[dict], budget: int, protocol: str
+) -> str:
     ks = [k for k in CHECKPOINTS if k <= budget]
     runs = [r for r in results if r["prevalence"] == prevalence]
     pos = sorted({(r["seed"], r["positives"], r["pool_size"]) for r in runs})
     tests = sorted({(r["seed"], r["test_size_same_prevalence"]) for r in runs})
     lines = [
-        f"== prevalence {prevalence} (per target), budget {budget}, "
-        f"{INITIAL} initial positives per target, {len(pos)} random state(s) ==",
+        f"== protocol {protocol}: "
+        + (
+            "the five targets in one run"
+            if protocol == "joint"
+            else "each target in its own run, averaged over targets"
+        )
+        + f"; prevalence {prevalence} per target, budget {budget}, "
+        f"{INITIAL} initial positives per target, {len({s for s, _, _ in pos})} random state(s) ==",
         "positives per pool (rare items besides the seeds): "
         + ", ".join(f"seed {s}: {p} of {n}" for s, p, n in pos),
         "test sets: same prevalence "
@@ -340,7 +356,7 @@ def plot(prevalence: float, summary: dict, positives: float, budget: int, path: 
             ax.axvline(k, color="grey", lw=0.5, alpha=0.5)
     ax.set_xlabel("labels spent")
     ax.set_ylabel("rare positives found (mean over random states)")
-    ax.set_title(f"dbpedia14, 5 targets at prevalence {prevalence} each")
+    ax.set_title(f"dbpedia14, prevalence {prevalence} per target ({path.stem})")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -366,6 +382,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("out/bench"))
     p.add_argument("--quick", action="store_true", help="1 seed, prevalence 0.005, budget 100")
     p.add_argument("--limit", type=int, help="use only the first N rows of the file (dev)")
+    p.add_argument(
+        "--protocol",
+        choices=("joint", "single"),
+        default="joint",
+        help="joint: the five targets in one run; single: each target alone, averaged",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.prevalences, args.budget = 1, "0.005", 100
@@ -385,8 +407,13 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     threadpool_limits(1)
     BENCH = load(args.data, args.budget, args.limit)
+    per_run = [None] if args.protocol == "joint" else TARGETS
     jobs = [
-        Job(p, s, v) for p in args.prevalences for s in range(args.seeds) for v in args.variants
+        Job(p, s, v, t)
+        for p in args.prevalences
+        for s in range(args.seeds)
+        for v in args.variants
+        for t in per_run
     ]
     # Slow variants first, so two processes finish together; random is instant.
     jobs.sort(key=lambda j: (j.variant == "random", j.prevalence != max(args.prevalences)))
@@ -416,16 +443,17 @@ def main(argv: list[str] | None = None) -> int:
             v: {"method": VARIANTS[v][0], "config": VARIANTS[v][1]} for v in args.variants
         },
         "jobs": args.jobs,
+        "protocol": args.protocol,
         "prevalences": {},
     }
     for p in args.prevalences:
         res_p = [r for r in results if r["prevalence"] == p]
         summary = summarise(res_p, args.variants, args.budget)
         positives = float(np.mean([r["positives"] for r in res_p]))
-        png = args.out / f"curve_p{p}.png"
+        png = args.out / f"curve_{args.protocol}_p{p}.png"
         plot(p, summary, positives, args.budget, png)
         print()
-        print(format_table(p, summary, res_p, args.budget))
+        print(format_table(p, summary, res_p, args.budget, args.protocol))
         print(format_windows(summary, args.budget))
         print(f"plot: {png}")
         report["prevalences"][str(p)] = {
@@ -435,8 +463,9 @@ def main(argv: list[str] | None = None) -> int:
         }
     wall = time.perf_counter() - t_start
     report["wall_seconds"] = round(wall, 1)
-    (args.out / "results.json").write_text(json.dumps(report, indent=1))
-    print(f"\nwrote {args.out / 'results.json'}; wall time {wall / 60:.1f} min")
+    out_json = args.out / f"results_{args.protocol}.json"
+    out_json.write_text(json.dumps(report, indent=1))
+    print(f"\nwrote {out_json}; wall time {wall / 60:.1f} min")
     return 0
 
 

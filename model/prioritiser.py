@@ -24,10 +24,12 @@ class RankerConfig:
     strategy: str = "positive"
     C: float = 10.0
     bottom_fraction: float = 0.5
-    human_weight: float = 1.0  # weight of a human label relative to a pseudo-negative
-    neighbours: int = 10  # k of the nearest-labelled-neighbour correction; 0 turns it off
+    human_weight: float = 5.0  # weight of a human label relative to a pseudo-negative
+    neighbours: int = 0  # k of the nearest-labelled-neighbour correction (measured: no gain)
     refine_top: int = 200  # candidates per class that the correction rescores
-    # Which class asks next: the one whose recent picks paid best (a bandit over classes).
+    # Which class asks next: the one whose recent picks paid best (a bandit over classes);
+    # without it, the class whose head is most probable.
+    class_bandit: bool = True
     precision_window: int = 20  # recent picks per class that estimate its precision
     precision_prior: tuple[float, float] = (4.5, 0.5)  # Beta prior: optimistic, worth 5 picks
     random_state: int = 0
@@ -108,7 +110,9 @@ class Prioritiser:
         a, b = self.config.precision_prior
         hits = [state.recent_hits(t, self.config.precision_window) for t in self.targets]
         # Thompson sampling: one early miss must not shut a class out for good
-        self.class_precision_ = np.array([self.rng.beta(a + h, b + n - h) for h, n in hits])
+        self.class_precision_ = np.array(
+            [self.rng.beta(a + h, b + n - h) if self.config.class_bandit else 0.0 for h, n in hits]
+        )
         return self
 
     def score(self, X: np.ndarray) -> np.ndarray:
