@@ -59,6 +59,41 @@ def _worker(args: argparse.Namespace) -> None:
     SimpleWorker([QUEUE], connection=r).work(with_scheduler=False, burst=args.burst)
 
 
+def _retain(args: argparse.Namespace) -> None:
+    from model.retention import format_table, retain_file
+
+    rep = retain_file(
+        args.export, args.out, args.ratio, default=args.default, random_state=args.random_state,
+        label_column=args.label_column, text_column=args.text_column, adaptive=args.adaptive,
+    )  # fmt: skip
+    if rep.adaptive_cap is not None:
+        print(f"adaptive: every label capped at {rep.adaptive_cap} rows (share <= {args.adaptive})")
+    print(format_table(rep))
+    if rep.skipped:
+        print(f"skipped {rep.skipped} unlabelled {'tasks' if rep.kind != 'csv' else 'rows'}")
+    print(f"wrote {args.out} ({sum(rep.after.values())} rows)")
+
+
+def _screen(args: argparse.Namespace) -> None:
+    from model.data import DataError
+    from model.screening import format_screen_table, screen_csv, write_screen_outputs
+
+    try:
+        threshold, seed = float(args.threshold), int(args.random_state)
+    except ValueError:
+        raise DataError(
+            f"--threshold must be a number and --random-state an integer, got "
+            f"{args.threshold!r} and {args.random_state!r}"
+        ) from None
+    rep = screen_csv(
+        args.data, text_column=args.text_column, label_column=args.label_column,
+        method=args.method, threshold=threshold, random_state=seed,
+    )  # fmt: skip
+    write_screen_outputs(rep, Path(args.out))
+    print(format_screen_table(rep))
+    print(f"wrote {args.out}/screen.csv and {args.out}/rarity_hist.png")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rarelabel", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -78,6 +113,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--C", type=float, default=10.0)
     s.add_argument("--out", default="out/simulate")
     s.set_defaults(func=_simulate)
+
+    s = sub.add_parser("retain", help="per-label retention ratios: build a training set")
+    s.add_argument("export", help="Label Studio JSON export, or CSV/CSV.gz with a label column")
+    s.add_argument("--ratio", action="append", metavar="LABEL=FRACTION",
+                   help="keep this fraction of LABEL's rows (repeatable)")  # fmt: skip
+    s.add_argument("--default", default=None, help="fraction for labels not named (1.0)")
+    s.add_argument("--adaptive", default=None, metavar="SHARE",
+                   help="compute the fractions: no label above SHARE of the kept rows")  # fmt: skip
+    s.add_argument("--random-state", default="0")
+    s.add_argument("--label-column", default="label")
+    s.add_argument("--text-column", default="text")
+    s.add_argument("--out", required=True, help="output file (same format; .gz compresses)")
+    s.set_defaults(func=_retain)
+
+    s = sub.add_parser("screen", help="score a CSV's texts by unusualness (outlier screen)")
+    s.add_argument("data", help="CSV or CSV.gz with a text column")
+    s.add_argument("--text-column", default="text")
+    s.add_argument("--label-column", default=None, help="optional: per-label table (evaluation)")
+    s.add_argument("--method", default="iforest", help="iforest, lof or autoencoder")
+    s.add_argument("--threshold", default="0.9",
+                   help="flag rarity above it (0.9: rarer than 90%% of the pool)")  # fmt: skip
+    s.add_argument("--random-state", default="0")
+    s.add_argument("--out", default="out/screen")
+    s.set_defaults(func=_screen)
 
     s = sub.add_parser("serve", help="the ML backend web app (Label Studio connects to it)")
     s.add_argument("--host", default="0.0.0.0")

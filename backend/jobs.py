@@ -180,9 +180,9 @@ def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
     if prio is None or prio.targets != cfg.targets:
         texts = [prototype_text(t, cfg.descriptions.get(t)) for t in cfg.targets]
         protos = dict(zip(cfg.targets, _embedder().encode(texts), strict=True))
-        prio = Prioritiser(cfg.targets, RankerConfig(cfg.f_a, cfg.strategy, cfg.C), protos)
+        prio = Prioritiser(cfg.targets, ranker_config(cfg), protos)
         _warm().prioritisers[p] = prio
-    prio.config = RankerConfig(cfg.f_a, cfg.strategy, cfg.C)
+    prio.config = ranker_config(cfg)
     prio.fit(pool, state)
     rows, _ = prio.queue(cfg.queue_size)
     queue = [int(pool.ids[r]) for r in rows]
@@ -215,6 +215,10 @@ def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
     log.info("project %s: retrained on %d labels in %.3fs, wrote %d predictions, removed %d",
              p, len(labels), fit_seconds, written, len(plan.deletes))  # fmt: skip
     return {"pushed": written, "removed": len(plan.deletes), "fit_seconds": fit_seconds}
+
+
+def ranker_config(cfg: ProjectConfig) -> RankerConfig:
+    return RankerConfig(f_a=cfg.f_a, strategy=cfg.strategy, uncertainty=cfg.uncertainty, C=cfg.C)
 
 
 def model_json(prio: Prioritiser, cfg: ProjectConfig) -> dict:

@@ -12,7 +12,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 
-from model.strategies import STRATEGIES
+from model.strategies import STRATEGIES, UNCERTAINTY
 
 OTHER_LIKE = re.compile(r"^(other|others|none|negative|misc|miscellaneous|rest)$", re.IGNORECASE)
 
@@ -64,6 +64,7 @@ class ProjectConfig:
     descriptions: dict[str, str] = field(default_factory=dict)
     f_a: float = 100.0
     strategy: str = "positive"
+    uncertainty: str = "margin"
     queue_size: int = 100
     C: float = 10.0
     model_version: str = "rarelabel"
@@ -130,6 +131,9 @@ def resolve(
     strategy = str(extra.get("strategy", env("RARELABEL_STRATEGY", "positive")))
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}; choose from {sorted(STRATEGIES)}")
+    uncertainty = str(extra.get("uncertainty", env("RARELABEL_UNCERTAINTY", "margin")))
+    if uncertainty not in UNCERTAINTY:
+        raise ConfigError(f"unknown uncertainty {uncertainty!r}; choose from {sorted(UNCERTAINTY)}")
     if f_a < 0 or queue_size < 1 or C <= 0:
         raise ConfigError("need f_a >= 0, queue_size >= 1 and C > 0")
     return ProjectConfig(
@@ -139,6 +143,7 @@ def resolve(
         descriptions={str(k): str(v) for k, v in descriptions.items()},
         f_a=f_a,
         strategy=strategy,
+        uncertainty=uncertainty,
         queue_size=queue_size,
         C=C,
         model_version=env("RARELABEL_MODEL_VERSION", "rarelabel"),

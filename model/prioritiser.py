@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from model.labels import LabelState
 from model.neighbours import neighbour_posterior
 from model.rankers import CosineRanker, LinearRanker, fit_class_ranker
-from model.strategies import ClassContext, combine, get_strategy
+from model.strategies import UNCERTAINTY, ClassContext, combine, get_strategy
 
 
 @dataclass
 class RankerConfig:
     f_a: float = 100.0  # pseudo-negatives per (|Lp| + 0.1 |Ln|), as in the paper
     strategy: str = "positive"
+    uncertainty: str = "margin"  # the adaptive strategy's second phase
+    density_beta: float = 1.0
+    augment: int = 0  # synthetic positives per real one (mixup in embedding space); 0 = off
     C: float = 10.0
     bottom_fraction: float = 0.5
     human_weight: float = 5.0  # weight of a human label relative to a pseudo-negative
@@ -36,6 +39,10 @@ class RankerConfig:
 
     def __post_init__(self) -> None:
         get_strategy(self.strategy)
+        if self.uncertainty not in UNCERTAINTY:
+            raise ValueError(
+                f"unknown uncertainty {self.uncertainty!r}; choose from {list(UNCERTAINTY)}"
+            )
         if self.f_a < 0:
             raise ValueError(f"f_a must be >= 0, got {self.f_a}")
         if not 0 < self.bottom_fraction <= 1:
@@ -100,11 +107,14 @@ class Prioritiser:
                 pool.X, pos, neg, self.unlabelled_, previous, self.prototypes.get(target),
                 previous=self.rankers_.get(target), f_a=self.config.f_a, C=self.config.C,
                 bottom_fraction=self.config.bottom_fraction,
-                human_weight=self.config.human_weight, rng=self.rng,
+                human_weight=self.config.human_weight, augment=self.config.augment,
+                rng=self.rng,
             )  # fmt: skip
             self.rankers_[target] = ranker
             state.set_pseudo_negatives(target, [pool.ids[i] for i in pseudo.tolist()])
-            self.contexts_.append(ClassContext(len(pos), len(neg), ranker.stage == "linear"))
+            self.contexts_.append(
+                ClassContext(len(pos), len(neg), ranker.stage == "linear", self.config.uncertainty)
+            )
         self.scores_ = self.score(pool.X)
         self.ids_ = list(pool.ids)
         a, b = self.config.precision_prior
@@ -131,12 +141,29 @@ class Prioritiser:
             self._refine(P, cand, max(n, self.config.refine_top))
         logits = np.log(np.clip(P, 1e-9, 1)) - np.log(np.clip(1 - P, 1e-9, 1))
         strategy = get_strategy(self.config.strategy)
-        keys = [strategy(logits[:, j], ctx) for j, ctx in enumerate(self.contexts_)]
+        contexts = self.contexts_
+        if "information_density" in (self.config.strategy, self.config.uncertainty):
+            density = self.density(cand)
+            contexts = [
+                replace(c, density=density, beta=self.config.density_beta) for c in contexts
+            ]
+        keys = [strategy(logits[:, j], ctx) for j, ctx in enumerate(contexts)]
         order, ranks, classes = combine(
             keys, n, tiebreak=-P.max(axis=1), class_order=-self.class_precision_
         )
         self.queue_targets_ = [self.targets[c] for c in classes]
         return cand[order], ranks
+
+    def density(self, rows: np.ndarray, chunk: int = 65536) -> np.ndarray:
+        """Mean cosine similarity of each row to the rows given, in O(n·d), not O(n²).
+
+        For unit vectors, mean_j cos(x, x_j) = x · mean_j x_j; computed in float32 chunks.
+        """
+        centre = self.X_[rows].mean(axis=0)
+        out = np.empty(len(rows), dtype=np.float32)
+        for s in range(0, len(rows), chunk):
+            out[s : s + chunk] = self.X_[rows[s : s + chunk]] @ centre
+        return out
 
     def _refine(self, P: np.ndarray, cand: np.ndarray, m: int) -> None:
         """Correct each class's `m` most probable candidates by their labelled neighbours."""

@@ -115,6 +115,7 @@ def fit_class_ranker(
     C: float = 10.0,
     bottom_fraction: float = 0.5,
     human_weight: float = 1.0,
+    augment: int = 0,
     rng: np.random.Generator,
 ) -> tuple[CosineRanker | LinearRanker, np.ndarray]:
     """Fit the stage that the labels allow; return the ranker and the pseudo-negatives used.
@@ -140,5 +141,19 @@ def fit_class_ranker(
     # A human label is worth `human_weight` pseudo-negatives: the few hard negatives a person
     # labelled near the boundary must not drown among thousands of easy machine ones.
     w = np.concatenate([np.full(len(pos) + len(neg), human_weight), np.ones(len(pseudo))])
+    Xt = X[rows]
+    if augment > 0 and len(pos) > 1:
+        extra = mixup(X[pos], augment * len(pos), rng)
+        Xt = np.vstack([Xt, extra])
+        y = np.concatenate([y, np.ones(len(extra))])
+        w = np.concatenate([w, np.full(len(extra), human_weight)])
     linear = previous if isinstance(previous, LinearRanker) and previous.C == C else LinearRanker(C)
-    return linear.fit(X[rows], y, sample_weight=w), pseudo
+    return linear.fit(Xt, y, sample_weight=w), pseudo
+
+
+def mixup(X_pos: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Synthetic positives between random pairs of real ones, back on the unit sphere."""
+    i, j = rng.integers(0, len(X_pos), size=(2, n))
+    lam = rng.uniform(0.2, 0.8, size=(n, 1)).astype(np.float32)
+    mixed = lam * X_pos[i] + (1 - lam) * X_pos[j]
+    return (mixed / np.linalg.norm(mixed, axis=1, keepdims=True)).astype(np.float32)

@@ -19,6 +19,9 @@ class ClassContext:
     n_positives: int
     n_negatives: int
     linear: bool  # whether 0 is a meaningful decision boundary for the scores
+    uncertainty: str = "margin"  # what `adaptive` asks for once |Lp| >= |Ln|
+    density: np.ndarray | None = None  # mean cosine of each candidate to the pool
+    beta: float = 1.0  # weight of the density in information density
 
 
 Strategy = Callable[[np.ndarray, ClassContext], np.ndarray]
@@ -35,17 +38,43 @@ def margin(scores: np.ndarray, ctx: ClassContext) -> np.ndarray:
     return np.abs(scores)
 
 
+def entropy(scores: np.ndarray, ctx: ClassContext) -> np.ndarray:
+    """Maximum entropy of p = sigmoid(score). For one binary class this orders the candidates
+    exactly as the margin does (both are monotone in |score|); it is here under its usual name,
+    and as the base of information density."""
+    if not ctx.linear:
+        return most_likely_positive(scores, ctx)
+    p = 1.0 / (1.0 + np.exp(-np.clip(scores, -30, 30)))
+    h = -(p * np.log(p + 1e-12) + (1 - p) * np.log(1 - p + 1e-12))
+    return -h
+
+
+def information_density(scores: np.ndarray, ctx: ClassContext) -> np.ndarray:
+    """Entropy × density^beta (Settles & Craven 2008): uncertain items from dense regions
+    first, so the margin phase does not spend labels on outliers."""
+    if not ctx.linear:
+        return most_likely_positive(scores, ctx)
+    if ctx.density is None:
+        raise ValueError("information density needs the candidates' density")
+    return entropy(scores, ctx) * np.clip(ctx.density, 1e-6, None) ** ctx.beta
+
+
 def adaptive(scores: np.ndarray, ctx: ClassContext) -> np.ndarray:
-    """The paper's rule: likely positives while |Lp| < |Ln|, the margin after."""
+    """The paper's rule: likely positives while |Lp| < |Ln|, then the uncertainty measure."""
     if ctx.n_positives < ctx.n_negatives:
         return most_likely_positive(scores, ctx)
-    return margin(scores, ctx)
+    return UNCERTAINTY[ctx.uncertainty](scores, ctx)
 
 
+UNCERTAINTY: dict[str, Strategy] = {
+    "margin": margin,
+    "entropy": entropy,
+    "information_density": information_density,
+}
 STRATEGIES: dict[str, Strategy] = {
     "adaptive": adaptive,
     "positive": most_likely_positive,
-    "margin": margin,
+    **UNCERTAINTY,
 }
 
 

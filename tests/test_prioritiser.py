@@ -205,3 +205,33 @@ def test_refit_after_new_tasks_join_the_pool(real_pool):
     prio.fit(Pool(real_pool.ids[:500], real_pool.X[:500]), state)
     prio.fit(Pool(real_pool.ids, real_pool.X), state)  # 100 tasks imported since
     assert prio.scores_.shape == (len(real_pool.ids), len(real_pool.targets))
+
+
+def test_density_is_the_mean_cosine_to_the_candidates(real_pool):
+    state = seeded_state(real_pool)
+    prio = Prioritiser(list(real_pool.targets), RankerConfig(), real_pool.prototypes)
+    prio.fit(Pool(real_pool.ids, real_pool.X), state)
+    rows = prio.unlabelled_[:200]
+    brute = (real_pool.X[rows] @ real_pool.X[rows].T).mean(axis=1)
+    np.testing.assert_allclose(prio.density(rows, chunk=64), brute, rtol=1e-4, atol=1e-5)
+
+
+def test_augmented_positives_still_find_the_rare_items(real_pool):
+    state = seeded_state(real_pool)
+    prio = Prioritiser(list(real_pool.targets), RankerConfig(augment=2), real_pool.prototypes)
+    rows, _ = prio.fit(Pool(real_pool.ids, real_pool.X), state).queue(20)
+    assert not set(rows.tolist()) & set(prio.labelled_.tolist())
+    assert np.isin(real_pool.labels[rows], real_pool.targets).sum() >= 4
+
+
+@pytest.mark.parametrize("uncertainty", ["margin", "information_density"])
+def test_uncertainty_phase_asks_for_boundary_items(real_pool, uncertainty):
+    state = seeded_state(real_pool)  # |Lp| = |Ln| = 5 per class: adaptive is past its switch
+    config = RankerConfig(strategy="adaptive", uncertainty=uncertainty)
+    prio = Prioritiser(list(real_pool.targets), config, real_pool.prototypes)
+    rows, _ = prio.fit(Pool(real_pool.ids, real_pool.X), state).queue(20)
+    greedy = Prioritiser(list(real_pool.targets), RankerConfig(), real_pool.prototypes)
+    greedy_rows, _ = greedy.fit(Pool(real_pool.ids, real_pool.X), seeded_state(real_pool)).queue(20)
+    closest = np.abs(prio.scores_[rows]).min(axis=1).mean()
+    assert closest < np.abs(greedy.scores_[greedy_rows]).min(axis=1).mean()
+    assert not set(rows.tolist()) & set(prio.labelled_.tolist())

@@ -9,6 +9,7 @@ from model.rankers import (
     CosineRanker,
     LinearRanker,
     fit_class_ranker,
+    mixup,
     n_pseudo_negatives,
     sample_pseudo_negatives,
 )
@@ -226,3 +227,14 @@ def test_a_previous_cosine_ranker_is_replaced_by_a_linear_one():
     centroid, _, _ = fit(X, pos, [])
     ranker, _, _ = fit(X, pos, neg, previous=centroid)
     assert isinstance(ranker, LinearRanker)
+
+
+def test_mixup_gives_unit_vectors_between_positives():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(6, 16)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    extra = mixup(X, 50, rng)
+    assert extra.shape == (50, 16) and extra.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(extra, axis=1), 1.0, rtol=1e-5)
+    centroid = X.mean(axis=0) / np.linalg.norm(X.mean(axis=0))
+    assert (extra @ centroid).mean() > (X @ centroid).mean()  # pulled inside the hull

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,9 @@ from model.strategies import (
     ClassContext,
     adaptive,
     combine,
+    entropy,
     get_strategy,
+    information_density,
     margin,
     most_likely_positive,
 )
@@ -124,3 +128,26 @@ def test_combine_with_nothing_to_choose():
     assert len(combine([], 5)[0]) == 0
     assert len(combine([np.array([])], 5)[0]) == 0
     assert len(combine([np.arange(4.0)], 0)[0]) == 0
+
+
+def test_entropy_orders_like_the_margin_for_one_binary_class(scores):
+    ctx = ClassContext(3, 3, linear=True)
+    np.testing.assert_array_equal(
+        np.argsort(entropy(scores, ctx), kind="stable"), np.argsort(np.abs(scores), kind="stable")
+    )
+
+
+def test_information_density_prefers_dense_candidates_among_equally_uncertain():
+    scores = np.array([0.0, 0.0, 3.0])
+    ctx = ClassContext(3, 3, linear=True, density=np.array([0.1, 0.9, 0.9]))
+    assert np.argsort(information_density(scores, ctx)).tolist()[0] == 1
+    with pytest.raises(ValueError, match="density"):
+        information_density(scores, ClassContext(3, 3, linear=True))
+
+
+def test_adaptive_uses_the_configured_uncertainty_after_the_switch():
+    scores = np.array([0.0, 0.1, 3.0])
+    density = np.array([0.01, 1.0, 1.0])
+    ctx = ClassContext(5, 5, linear=True, uncertainty="information_density", density=density)
+    assert np.argmin(adaptive(scores, ctx)) == 1  # margin alone would pick 0
+    assert np.argmin(adaptive(scores, replace(ctx, uncertainty="margin"))) == 0
