@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("data", help="CSV or CSV.gz with a text column")
     s.add_argument("--text-column", default="text")
     s.add_argument("--label-column", default=None, help="optional: per-label table (evaluation)")
-    s.add_argument("--method", default="iforest", help="iforest, lof or autoencoder")
+    s.add_argument("--method", default="autoencoder", help="autoencoder, lof or iforest")
     s.add_argument("--threshold", default="0.9",
                    help="flag rarity above it (0.9: rarer than 90%% of the pool)")  # fmt: skip
     s.add_argument("--random-state", default="0")

@@ -67,6 +67,12 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "no_pseudo": ("system", {"f_a": 0}),  # the default without pseudo-negatives
     "margin": ("system", {"strategy": "margin"}),  # the default with margin queries
     "neighbours": ("system", {"neighbours": 10}),  # + nearest-labelled-neighbour correction
+    # issue 4: the margin phase's uncertainty measures, augmentation, SEALS candidate pools
+    "ad_margin": ("system", {"strategy": "adaptive"}),
+    "ad_entropy": ("system", {"strategy": "adaptive", "uncertainty": "entropy"}),
+    "ad_density": ("system", {"strategy": "adaptive", "uncertainty": "information_density"}),
+    "augment": ("system", {"augment": 2}),  # 2 mixup positives per real one
+    "seals": ("system", {"seals_above": 0}),  # SEALS on although the pool is small
 }
 
 

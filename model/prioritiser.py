@@ -35,6 +35,11 @@ class RankerConfig:
     class_bandit: bool = True
     precision_window: int = 20  # recent picks per class that estimate its precision
     precision_prior: tuple[float, float] = (4.5, 0.5)  # Beta prior: optimistic, worth 5 picks
+    # SEALS (Coleman et al. 2020) on large pools: candidates are the unlabelled k nearest
+    # neighbours of labelled items (and of the class prototypes), found with an HNSW index.
+    seals_k: int = 100
+    seals_above: int = 200_000  # pool size from which SEALS is used; 0 = always
+    seals_sample: int = 20_000  # a uniform sample that stands in for the pool's ranking
     random_state: int = 0
 
     def __post_init__(self) -> None:
@@ -91,7 +96,45 @@ class Prioritiser:
         self.ids_: list[Hashable] | None = None  # the pool those scores belong to
 
     def fit(self, pool: Pool, state: LabelState) -> Prioritiser:
-        """Refit every class on the current labels and rescore the pool."""
+        """Refit every class on the current labels and rescore the pool.
+
+        On a pool of `seals_above` rows or more, the same work runs on a working set instead:
+        the labelled rows, the SEALS candidates and a fixed uniform sample of the pool (from
+        whose bottom half the pseudo-negatives are drawn), so a step never touches all rows.
+        """
+        self.view_ = None
+        if self.config.seals_above and len(pool.ids) < self.config.seals_above:
+            return self._fit(pool, state)
+        rows = self._seals_rows(pool, state)
+        self.view_ = rows
+        return self._fit(Pool([pool.ids[i] for i in rows], pool.X[rows]), state)
+
+    def _seals_rows(self, pool: Pool, state: LabelState) -> np.ndarray:
+        from model.seals import NeighbourIndex, SealsCandidates
+
+        n = len(pool.ids)
+        known = getattr(self, "seals_ids_", None)
+        if known is None or known != pool.ids[: len(known)]:  # a new pool: index it all
+            index = NeighbourIndex(pool.X.shape[1])
+            index.add(np.arange(n), pool.X)
+            self.seals_ = SealsCandidates(index, self.config.seals_k)
+            self.sample_ = self.rng.choice(n, min(n, self.config.seals_sample), replace=False)
+        elif len(known) < n:  # tasks were imported: index only the new rows
+            new = np.arange(len(known), n)
+            self.seals_.index.add(new, pool.X[new])
+            self.seals_.added(new, pool.X[new])
+        self.seals_ids_ = list(pool.ids)
+        labelled = pool.rows(state.labels)
+        self.seals_.update(pool.X, labelled)
+        protos = [t for t in self.targets if t in self.prototypes]
+        if protos:
+            self.seals_.add_queries(protos, np.stack([self.prototypes[t] for t in protos]))
+        unlabelled = np.ones(n, dtype=bool)
+        unlabelled[labelled] = False
+        cand = self.seals_.candidates(unlabelled)
+        return np.unique(np.concatenate([labelled, cand, self.sample_]))
+
+    def _fit(self, pool: Pool, state: LabelState) -> Prioritiser:
         labelled = np.zeros(len(pool.ids), dtype=bool)
         self.labelled_ = pool.rows(state.labels)
         labelled[self.labelled_] = True
@@ -152,7 +195,8 @@ class Prioritiser:
             keys, n, tiebreak=-P.max(axis=1), class_order=-self.class_precision_
         )
         self.queue_targets_ = [self.targets[c] for c in classes]
-        return cand[order], ranks
+        rows = cand[order]
+        return (rows if self.view_ is None else self.view_[rows]), ranks
 
     def density(self, rows: np.ndarray, chunk: int = 65536) -> np.ndarray:
         """Mean cosine similarity of each row to the rows given, in O(n·d), not O(n²).

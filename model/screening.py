@@ -31,6 +31,13 @@ from threadpoolctl import threadpool_limits
 from model.data import DataError
 
 METHODS = ("iforest", "lof", "autoencoder")
+# benchmarks/screening_prior.py: flagging at 0.9 catches 60-65% of the rare items of a
+# dbpedia14 pool with the autoencoder, 40-51% with LOF, 24-27% with Isolation Forest
+DEFAULT_METHOD = "autoencoder"
+# ...and as an exploration prior, the prototype blended with LOF rarity at weight 0.05 beats
+# the prototype alone (per-target recall@50 0.57 vs 0.44 at prevalence 0.005)
+DEFAULT_PRIOR_METHOD = "lof"
+DEFAULT_PRIOR_WEIGHT = 0.05
 DEFAULT_THRESHOLD = 0.9  # flag the tasks more unusual than 90% of the reference
 DEFAULT_PROBABILITY_THRESHOLD = 0.5
 
@@ -86,7 +93,7 @@ class OutlierScreen:
 
     def __init__(
         self,
-        method: str = "iforest",
+        method: str = DEFAULT_METHOD,
         random_state: int = 0,
         max_fit_rows: int = 10_000,
         n_estimators: int = 200,
@@ -221,17 +228,28 @@ def flag_by_rarity(rarity: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> 
 
 
 def flag_by_probability(
-    proba: np.ndarray, threshold: float = DEFAULT_PROBABILITY_THRESHOLD
+    proba: np.ndarray,
+    threshold: float = DEFAULT_PROBABILITY_THRESHOLD,
+    columns: np.ndarray | None = None,
 ) -> np.ndarray:
     """Likely rare by a trained ranker: any target class's probability above `threshold`.
 
-    `proba` is (n, k): one column per rare target class, each in [0, 1].
+    `proba` is (n, k): one column per rare target class, each in [0, 1]. `columns`, a
+    boolean mask of length k, keeps only the classes whose probability means something:
+    pass the classes whose ranker is linear (a sigmoid of a margin). A cosine-stage score
+    mapped to [0, 1] as (cos + 1) / 2 is above 0.5 for almost every text (99.7% of
+    dbpedia14 against the class-name prototypes), so it must not count.
     """
     proba = np.asarray(proba, dtype=np.float64)
     if proba.ndim == 1:
         proba = proba[:, None]
     if proba.ndim != 2:
         raise DataError(f"probabilities must be an (n, k) array, got shape {proba.shape}")
+    if columns is not None:
+        columns = np.asarray(columns, dtype=bool)
+        if columns.shape != (proba.shape[1],):
+            raise DataError(f"column mask of shape {columns.shape} for {proba.shape[1]} columns")
+        proba = np.where(columns, proba, -np.inf)
     if proba.shape[1] == 0:
         return np.zeros(len(proba), dtype=bool)
     return proba.max(axis=1) > threshold
@@ -241,16 +259,20 @@ def summarise_probabilities(
     proba: np.ndarray,
     threshold: float = DEFAULT_PROBABILITY_THRESHOLD,
     targets: list[str] | None = None,
+    columns: np.ndarray | None = None,
 ) -> dict:
     """`summarise` for a trained ranker: {"n", "likely_rare", "likely_common"} by max
-    probability > `threshold`; with `targets`, also "by_target": {target: count}, where each
-    task counts for its most probable target."""
-    flagged = flag_by_probability(proba, threshold)
+    probability > `threshold` over the `columns` that count (see `flag_by_probability`);
+    with `targets`, also "by_target": {target: count}, where each flagged task counts for
+    its most probable counted target."""
+    flagged = flag_by_probability(proba, threshold, columns)
     out: dict = _counts(flagged)
     if targets is not None:
         proba = np.asarray(proba, dtype=np.float64).reshape(len(flagged), -1)
         if proba.shape[1] != len(targets):
             raise DataError(f"{proba.shape[1]} probability columns for {len(targets)} targets")
+        if columns is not None:
+            proba = np.where(np.asarray(columns, dtype=bool), proba, -np.inf)
         best = proba.argmax(axis=1) if proba.shape[1] else np.zeros(0, dtype=int)
         out["by_target"] = {t: int(np.sum(flagged & (best == j))) for j, t in enumerate(targets)}
     return out
@@ -262,7 +284,7 @@ def _counts(flagged: np.ndarray) -> dict[str, int]:
 
 
 def blend_prior(
-    prototype_scores: np.ndarray, rarity: np.ndarray, weight: float = 0.5
+    prototype_scores: np.ndarray, rarity: np.ndarray, weight: float = DEFAULT_PRIOR_WEIGHT
 ) -> np.ndarray:
     """An exploration prior for a target with no positives: rank-average of its prototype
     (cosine) scores and the outlier rarity; `weight` is the rarity's share (0 = prototype
@@ -275,7 +297,7 @@ def blend_prior(
 
 def screen(
     X: np.ndarray,
-    method: str = "iforest",
+    method: str = DEFAULT_METHOD,
     threshold: float = DEFAULT_THRESHOLD,
     random_state: int = 0,
     **kwargs,
@@ -330,7 +352,7 @@ def screen_csv(
     *,
     text_column: str = "text",
     label_column: str | None = None,
-    method: str = "iforest",
+    method: str = DEFAULT_METHOD,
     threshold: float = DEFAULT_THRESHOLD,
     random_state: int = 0,
     embedder=None,
@@ -418,7 +440,8 @@ def write_screen_outputs(rep: ScreenReport, out: Path) -> None:
     ax.set_ylabel("tasks")
     s = rep.summary
     ax.set_title(f"{s['n']} tasks: {s['likely_rare']} likely rare, {s['likely_common']} common")
-    ax.legend()
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # room for the legend above the bars
+    ax.legend(loc="upper left", fontsize="small")
     fig.tight_layout()
     fig.savefig(out / "rarity_hist.png", dpi=110)
     plt.close(fig)

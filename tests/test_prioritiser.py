@@ -235,3 +235,21 @@ def test_uncertainty_phase_asks_for_boundary_items(real_pool, uncertainty):
     closest = np.abs(prio.scores_[rows]).min(axis=1).mean()
     assert closest < np.abs(greedy.scores_[greedy_rows]).min(axis=1).mean()
     assert not set(rows.tolist()) & set(prio.labelled_.tolist())
+
+
+def test_seals_mode_ranks_a_working_set_and_returns_pool_rows(real_pool):
+    state = seeded_state(real_pool)
+    config = RankerConfig(seals_above=0, seals_k=20, seals_sample=100)
+    prio = Prioritiser(list(real_pool.targets), config, real_pool.prototypes)
+    pool = Pool(real_pool.ids, real_pool.X)
+    rows, _ = prio.fit(pool, state).queue(10)
+    assert len(prio.view_) < len(real_pool.ids)  # not the whole pool
+    labelled = {pool.row[t] for t in state.labels}
+    assert not set(rows.tolist()) & labelled
+    assert set(rows.tolist()) <= set(prio.view_.tolist())
+    assert np.isin(real_pool.labels[rows], real_pool.targets).sum() >= 3
+    # a new label queries the index once more; the working set only grows by its neighbours
+    state.set_label(pool.ids[rows[0]], str(real_pool.labels[rows[0]]))
+    queries = prio.seals_.queries
+    prio.fit(pool, state)
+    assert prio.seals_.queries == queries + 1
