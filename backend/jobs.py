@@ -22,11 +22,13 @@ from backend.store import RedisVectorCache, Store, connect
 from model.embedding import Embedder
 from model.labels import LabelState
 from model.prioritiser import Pool, Prioritiser, RankerConfig, prototype_text
+from model.screening import OutlierScreen, summarise, summarise_probabilities
 
 log = logging.getLogger("rarelabel.worker")
 QUEUE = "rarelabel"
 # PROJECT_UPDATED is not among them: configuring the project fires it, so it would loop.
 REBUILD_ACTIONS = {"SETUP", "START_TRAINING"}
+MIN_SCREEN_POOL = 5  # an outlier screen needs a pool to compare with
 
 
 def enqueue(store: Store, project: int) -> None:
@@ -41,6 +43,8 @@ class _Warm:
 
     pools: dict[int, Pool] = field(default_factory=dict)
     prioritisers: dict[int, Prioritiser] = field(default_factory=dict)
+    rarity: dict[int, np.ndarray] = field(default_factory=dict)  # outlier score per pool row
+    screens: dict[int, OutlierScreen] = field(default_factory=dict)
 
 
 @lru_cache(maxsize=1)
@@ -76,8 +80,10 @@ def config_from_label_studio(project: int) -> ProjectConfig:
     return resolve(project, ls.check_project(ls.make_client(url, key), project)["label_config"])
 
 
-def embed_tasks(store: Store, cfg: ProjectConfig, tasks: list[dict]) -> int:
-    """Add the tasks' vectors to the pool; tasks without the text field are logged and skipped."""
+def embed_tasks(store: Store, cfg: ProjectConfig, tasks: list[dict]) -> dict[int, np.ndarray]:
+    """Add the tasks' vectors to the pool; tasks without the text field are logged and skipped.
+
+    Returns the vectors of the tasks that were new to the pool."""
     known = store.known_tasks(cfg.project_id)
     fresh: dict[int, str] = {}
     for task in tasks:
@@ -88,10 +94,12 @@ def embed_tasks(store: Store, cfg: ProjectConfig, tasks: list[dict]) -> int:
             continue
         if int(task["id"]) not in known:
             fresh[int(task["id"])] = text
-    if fresh:
-        X = _embedder().encode(list(fresh.values()), progress=len(fresh) > 1000)
-        store.add_vectors(cfg.project_id, dict(zip(fresh, X, strict=True)))
-    return len(fresh)
+    if not fresh:
+        return {}
+    X = _embedder().encode(list(fresh.values()), progress=len(fresh) > 1000)
+    vectors = dict(zip(fresh, X, strict=True))
+    store.add_vectors(cfg.project_id, vectors)
+    return vectors
 
 
 def label_of(cfg: ProjectConfig, annotation: dict) -> str | None:
@@ -111,7 +119,7 @@ def sync_from_label_studio(store: Store, cfg: ProjectConfig) -> None:
     t0 = time.perf_counter()
     client = client_for(cfg)
     tasks = ls.fetch_tasks(client, cfg.project_id)
-    n_new = embed_tasks(store, cfg, tasks)
+    n_new = len(embed_tasks(store, cfg, tasks))
     anns: dict[int, tuple[int, str]] = {}
     for task in tasks:
         for ann in task.get("annotations") or []:
@@ -142,8 +150,37 @@ def apply_event(store: Store, cfg: ProjectConfig, event: dict) -> None:
         for ann in event.get("annotations") or []:
             store.delete_annotation(p, int(ann["id"]))
     elif action == "TASKS_CREATED":
-        n = embed_tasks(store, cfg, event.get("tasks") or [])
-        log.info("project %s: %d new tasks embedded", p, n)
+        screen_import(store, cfg, embed_tasks(store, cfg, event.get("tasks") or []))
+
+
+def screen_import(store: Store, cfg: ProjectConfig, vectors: dict[int, np.ndarray]) -> dict:
+    """How many imported tasks look rare: by the trained rankers, else by outlier rarity."""
+    if not vectors:
+        return {}
+    p, X = cfg.project_id, np.stack(list(vectors.values()))
+    model = store.model(p)
+    linear = np.array(model["stages"]) == "linear" if model else np.zeros(0, bool)
+    if linear.any():
+        W, b = np.asarray(model["W"], np.float32), np.asarray(model["b"], np.float32)
+        proba = 1.0 / (1.0 + np.exp(-(X @ W.T + b)))
+        summary = summarise_probabilities(proba, targets=model["targets"], columns=linear)
+        summary.pop("by_target", None)
+        how = "rankers"
+    else:
+        screen = _warm().screens.get(p)
+        if screen is None:
+            pool = _pool(store, p)
+            if len(pool.ids) < MIN_SCREEN_POOL:
+                log.info("project %s: %d tasks are too few to screen", p, len(pool.ids))
+                return {}
+            screen = _warm().screens[p] = OutlierScreen().fit(pool.X)
+        summary, how = summarise(screen.score(X)), "outlier screen"
+    store.set_status(p, last_import_tasks=summary["n"],
+                     last_import_likely_rare=summary["likely_rare"],
+                     last_import_likely_common=summary["likely_common"])  # fmt: skip
+    log.info("project %s: import of %d tasks screened by the %s: %d likely rare, %d likely common",
+             p, summary["n"], how, summary["likely_rare"], summary["likely_common"])  # fmt: skip
+    return summary
 
 
 def _pool(store: Store, project: int) -> Pool:
@@ -156,8 +193,20 @@ def _pool(store: Store, project: int) -> Pool:
     ids = sorted(vecs)
     pool = Pool(ids, np.stack([vecs[t] for t in ids]) if ids else np.zeros((0, 1), np.float32))
     warm.pools[project] = pool
-    warm.prioritisers.pop(project, None)  # its scores no longer match the rows
+    warm.rarity.pop(project, None)  # the outlier prior is per pool row
+    warm.screens.pop(project, None)
     return pool
+
+
+def _rarity(pool: Pool, project: int, cfg: ProjectConfig, state: LabelState) -> np.ndarray | None:
+    """LOF rarity of every pool row, computed once per pool and only while some target has
+    no positive (the only time the prior is used)."""
+    if cfg.outlier_prior <= 0 or all(state.positives(t) for t in cfg.targets):
+        return None
+    warm = _warm()
+    if project not in warm.rarity:
+        warm.rarity[project] = OutlierScreen("lof").fit_score(pool.X)
+    return warm.rarity[project]
 
 
 def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
@@ -183,7 +232,7 @@ def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
         prio = Prioritiser(cfg.targets, ranker_config(cfg), protos)
         _warm().prioritisers[p] = prio
     prio.config = ranker_config(cfg)
-    prio.fit(pool, state)
+    prio.fit(pool, state, _rarity(pool, p, cfg, state))
     rows, _ = prio.queue(cfg.queue_size)
     queue = [int(pool.ids[r]) for r in rows]
     label_of_task = dict(zip(queue, prio.queue_targets_, strict=True))  # the class that asked
@@ -218,7 +267,10 @@ def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
 
 
 def ranker_config(cfg: ProjectConfig) -> RankerConfig:
-    return RankerConfig(f_a=cfg.f_a, strategy=cfg.strategy, uncertainty=cfg.uncertainty, C=cfg.C)
+    return RankerConfig(
+        f_a=cfg.f_a, strategy=cfg.strategy, uncertainty=cfg.uncertainty, C=cfg.C,
+        outlier_prior=cfg.outlier_prior,
+    )  # fmt: skip
 
 
 def model_json(prio: Prioritiser, cfg: ProjectConfig) -> dict:

@@ -16,6 +16,9 @@ GAUGES = {
     "last_predictions_written": ("rarelabel_predictions_written", "Predictions in the last push"),
     "labels_seen": ("rarelabel_labels_seen", "Human labels the model trains on"),
     "pool_size": ("rarelabel_pool_size", "Tasks embedded and ranked"),
+    "last_import_tasks": ("rarelabel_import_tasks", "Tasks in the last import"),
+    "last_import_likely_rare": ("rarelabel_import_likely_rare", "Last import: likely rare"),
+    "last_import_likely_common": ("rarelabel_import_likely_common", "Last import: likely common"),
 }
 
 

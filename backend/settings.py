@@ -65,6 +65,7 @@ class ProjectConfig:
     f_a: float = 100.0
     strategy: str = "positive"
     uncertainty: str = "margin"
+    outlier_prior: float = 0.05
     queue_size: int = 100
     C: float = 10.0
     model_version: str = "rarelabel"
@@ -126,6 +127,7 @@ def resolve(
         f_a = float(extra.get("f_a", env("RARELABEL_F_A", "100")))
         queue_size = int(extra.get("queue_size", env("RARELABEL_QUEUE_SIZE", "100")))
         C = float(extra.get("C", env("RARELABEL_C", "10")))
+        outlier_prior = float(extra.get("outlier_prior", env("RARELABEL_OUTLIER_PRIOR", "0.05")))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"bad numeric setting: {e}") from None
     strategy = str(extra.get("strategy", env("RARELABEL_STRATEGY", "positive")))
@@ -134,8 +136,8 @@ def resolve(
     uncertainty = str(extra.get("uncertainty", env("RARELABEL_UNCERTAINTY", "margin")))
     if uncertainty not in UNCERTAINTY:
         raise ConfigError(f"unknown uncertainty {uncertainty!r}; choose from {sorted(UNCERTAINTY)}")
-    if f_a < 0 or queue_size < 1 or C <= 0:
-        raise ConfigError("need f_a >= 0, queue_size >= 1 and C > 0")
+    if f_a < 0 or queue_size < 1 or C <= 0 or not 0 <= outlier_prior <= 1:
+        raise ConfigError("need f_a >= 0, queue_size >= 1, C > 0 and outlier_prior in [0, 1]")
     return ProjectConfig(
         project_id=project_id,
         label=label,
@@ -144,6 +146,7 @@ def resolve(
         f_a=f_a,
         strategy=strategy,
         uncertainty=uncertainty,
+        outlier_prior=outlier_prior,
         queue_size=queue_size,
         C=C,
         model_version=env("RARELABEL_MODEL_VERSION", "rarelabel"),

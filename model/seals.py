@@ -23,6 +23,7 @@ Two pieces:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable
 
 import hnswlib
@@ -43,6 +44,10 @@ class NeighbourIndex:
     (and their similarities). Vectors are expected L2-normalised for `space="ip"`.
     hnswlib keeps its own float32 copy of every vector (4 * dim bytes per row) plus the
     graph (about 2 * M * 4 bytes per row at level 0).
+
+    hnswlib's `add_items` is not safe against a concurrent `knn_query` (nor is a resize),
+    so every call here holds one lock: an import in a background thread and a selection
+    may share the index.
     """
 
     def __init__(
@@ -69,7 +74,8 @@ class NeighbourIndex:
             random_seed=random_state,
         )
         self._index.set_ef(self.ef)
-        self.version = 0  # bumped by every add: caches compare against it
+        self.version = 0  # bumped by every add
+        self._lock = threading.RLock()
 
     def __len__(self) -> int:
         return self._index.get_current_count()
@@ -92,13 +98,14 @@ class NeighbourIndex:
             raise ValueError(f"expected vectors of dim {self.dim}, got shape {X.shape}")
         if rows.min() < 0:
             raise ValueError("rows must be non-negative")
-        need = len(self) + len(rows)
-        if need > self.capacity:
-            self._index.resize_index(max(need, 2 * self.capacity))
-        for s in range(0, len(rows), chunk):
-            block = np.ascontiguousarray(X[s : s + chunk], dtype=np.float32)
-            self._index.add_items(block, rows[s : s + chunk], num_threads=self.num_threads)
-        self.version += 1
+        with self._lock:
+            need = len(self) + len(rows)
+            if need > self.capacity:
+                self._index.resize_index(max(need, 2 * self.capacity))
+            for s in range(0, len(rows), chunk):
+                block = np.ascontiguousarray(X[s : s + chunk], dtype=np.float32)
+                self._index.add_items(block, rows[s : s + chunk], num_threads=self.num_threads)
+            self.version += 1
 
     def neighbours(self, X_query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, similarities), both (q, k'), k' = min(k, len(self)), best first."""
@@ -106,20 +113,28 @@ class NeighbourIndex:
         k = min(int(k), len(self))
         if k <= 0 or len(X_query) == 0:
             return np.empty((len(X_query), 0), np.int64), np.empty((len(X_query), 0), np.float32)
-        self._index.set_ef(max(self.ef, k))
-        labels, dist = self._index.knn_query(X_query, k=k, num_threads=self.num_threads)
+        with self._lock:
+            self._index.set_ef(max(self.ef, k))
+            labels, dist = self._index.knn_query(X_query, k=k, num_threads=self.num_threads)
         sims = 1.0 - dist if self.space in ("ip", "cosine") else -dist
         return labels.astype(np.int64), sims.astype(np.float32)
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
-        """The float32 vectors stored for `rows` (the index holds a copy of each)."""
+        """The float32 vectors stored for `rows` (the index holds a copy of each).
+
+        Slow (hnswlib copies row by row: ~0.1 ms a row); not for the selection path, where
+        the pool's own (float16) vectors are gathered instead.
+        """
         rows = np.asarray(rows, dtype=np.int64).ravel()
         if len(rows) == 0:
             return np.empty((0, self.dim), np.float32)
-        return np.asarray(self._index.get_items(rows, return_type="numpy"), dtype=np.float32)
+        with self._lock:
+            items = self._index.get_items(rows, return_type="numpy")
+        return np.asarray(items, dtype=np.float32)
 
     def save(self, path: str) -> None:
-        self._index.save_index(path)
+        with self._lock:
+            self._index.save_index(path)
 
     @classmethod
     def load(cls, path: str, dim: int, space: str = "ip", **kwargs) -> NeighbourIndex:

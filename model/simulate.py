@@ -29,6 +29,15 @@ class RunResult:
     state: LabelState | None = field(default=None, repr=False)
 
 
+def tropel_config(config: RankerConfig) -> RankerConfig:
+    """Patterson et al. 2015: a linear model on human labels only, asking for its top-scored
+    item (across classes: the most probable class head), none of our additions."""
+    return RankerConfig(
+        f_a=0, strategy="positive", C=config.C, human_weight=1.0, class_bandit=False,
+        outlier_prior=0.0, random_state=config.random_state,
+    )  # fmt: skip
+
+
 def initial_positives(
     labels: np.ndarray, targets: list[str], k: int, rng: np.random.Generator
 ) -> dict[int, str]:
@@ -65,9 +74,7 @@ def run(
     for row, label in seeds.items():
         state.set_label(row, label)
     if method == "tropel":
-        config = RankerConfig(
-            f_a=0, strategy="positive", C=config.C, random_state=config.random_state
-        )
+        config = tropel_config(config)
     elif method not in ("system", "random"):
         raise ValueError(f"unknown method {method!r}")
     prio = Prioritiser(targets, config, prototypes) if method != "random" else None

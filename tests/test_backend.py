@@ -202,3 +202,17 @@ def test_a_manager_edit_that_breaks_the_order_is_repaired_once(client, store):
             "model_version": cfg.model_version}  # fmt: skip
     assert not jobs.needs_configuring(cfg, ours)  # our own update does not loop
     assert not jobs.needs_configuring(cfg, {"action": "PROJECT_UPDATED"})
+
+
+def test_an_import_is_screened_and_reported(store):
+    cfg = resolve(7, LABEL_CONFIG)
+    texts = ["A village in Serbia.", "A hamlet in Poland.", "A village in Iran.",
+             "A town in Bavaria.", "A village in Estonia.", "An Estonian village.",
+             "A parish in Latvia.", "A small settlement in Romania."]  # fmt: skip
+    tasks = [{"id": i, "data": {"text": t}} for i, t in enumerate(texts)]
+    jobs.apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": tasks})
+    late = [{"id": 100, "data": {"text": "Apple Inc. is an American technology company."}}]
+    jobs.apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": late})
+    status = store.status(7)
+    assert status["last_import_tasks"] == "1"
+    assert int(status["last_import_likely_rare"]) + int(status["last_import_likely_common"]) == 1
