@@ -84,7 +84,8 @@ def embed_tasks(store: Store, cfg: ProjectConfig, tasks: list[dict]) -> dict[int
     """Add the tasks' vectors to the pool; tasks without the text field are logged and skipped.
 
     Returns the vectors of the tasks that were new to the pool."""
-    known = store.known_tasks(cfg.project_id)
+    ids = [int(t["id"]) for t in tasks if "id" in t]
+    known = store.has_vectors(cfg.project_id, ids)
     fresh: dict[int, str] = {}
     for task in tasks:
         text = (task.get("data") or {}).get(cfg.label.text_key)
@@ -127,7 +128,6 @@ def sync_from_label_studio(store: Store, cfg: ProjectConfig) -> None:
             if label is not None:
                 anns[int(ann["id"])] = (int(task["id"]), label)
     store.replace_annotations(cfg.project_id, anns)
-    ls.configure_project(client, cfg.project_id, cfg.model_version)
     store.set_status(cfg.project_id, synced_at=time.time())
     log.info("project %s: synced %d tasks (%d newly embedded), %d labels in %.1fs",
              cfg.project_id, len(tasks), n_new, len(anns), time.perf_counter() - t0)  # fmt: skip
@@ -297,6 +297,14 @@ def needs_configuring(cfg: ProjectConfig, event: dict) -> bool:
     )
 
 
+def is_noop(cfg: ProjectConfig, event: dict) -> bool:
+    """A PROJECT_UPDATED that changes nothing we depend on (e.g. our own configure_project)."""
+    if event.get("action") != "PROJECT_UPDATED" or needs_configuring(cfg, event):
+        return False
+    xml = event.get("label_config")
+    return not xml or parse_label_config(xml) == cfg.label
+
+
 def process_project(project: int) -> dict:
     """The one job: apply pending events (rebuilding from Label Studio when needed), retrain."""
     store = Store(connect(redis_url()))
@@ -314,11 +322,14 @@ def process_project(project: int) -> dict:
                     cfg = resolve(project, xml, cfg.extra, cfg.hostname, cfg.access_token)
                     store.save_config(cfg)
                     log.info("project %s: label config changed, targets %s", project, cfg.targets)
-            if any(needs_configuring(cfg, e) for e in events):
-                ls.configure_project(client_for(cfg), project, cfg.model_version)
+            configure = any(needs_configuring(cfg, e) for e in events)
             synced = "synced_at" in store.status(project)
+            if events and all(is_noop(cfg, e) for e in events) and synced:
+                store.ack_events(project, len(events))  # our own configuration echoing back
+                return {"skipped": len(events)}
             if not synced or any(e.get("action") in REBUILD_ACTIONS for e in events):
                 sync_from_label_studio(store, cfg)
+                configure = True
             else:
                 for e in events:
                     try:
@@ -327,6 +338,8 @@ def process_project(project: int) -> dict:
                         log.error("project %s: skipped a malformed %s event: %r",
                                   project, e.get("action"), err)  # fmt: skip
             result = retrain_and_push(store, cfg)
+            if configure:  # after the push: Label Studio accepts a model_version it has seen
+                ls.configure_project(client_for(cfg), project, cfg.model_version)
         except (ls.LabelStudioError, ConfigError) as e:
             log.error(
                 "project %s: %s; %d events kept for the next attempt", project, e, len(events)

@@ -101,6 +101,15 @@ class Store:
             mapping = {str(t): v.astype(np.float32).tobytes() for t, v in vectors.items()}
             self.r.hset(self.key(project, "vec"), mapping=mapping)
 
+    def has_vectors(self, project: int, tasks: Sequence[int]) -> set[int]:
+        """Which of these tasks are in the pool already (one round trip, not the whole hash)."""
+        if not tasks:
+            return set()
+        pipe = self.r.pipeline()
+        for t in tasks:
+            pipe.hexists(self.key(project, "vec"), str(t))
+        return {t for t, known in zip(tasks, pipe.execute(), strict=True) if known}
+
     def known_tasks(self, project: int) -> set[int]:
         return {int(t) for t in self.r.hkeys(self.key(project, "vec"))}
 

@@ -175,10 +175,13 @@ class Prioritiser:
         self.ids_ = list(pool.ids)
         a, b = self.config.precision_prior
         hits = [state.recent_hits(t, self.config.precision_window) for t in self.targets]
-        # Thompson sampling: one early miss must not shut a class out for good
-        self.class_precision_ = np.array(
-            [self.rng.beta(a + h, b + n - h) if self.config.class_bandit else 0.0 for h, n in hits]
-        )
+        # The queue is ordered by each class's posterior mean precision (stable between fits,
+        # so few predictions change); the head comes from a Thompson draw, so one early miss
+        # does not shut a class out for good.
+        on = self.config.class_bandit
+        self.class_precision_ = np.array([(a + h) / (a + b + n) if on else 0.0 for h, n in hits])
+        draws = [self.rng.beta(a + h, b + n - h) for h, n in hits] if on else [0.0]
+        self.head_class_ = int(np.argmax(draws)) if on else None
         return self
 
     def score(self, X: np.ndarray) -> np.ndarray:
@@ -204,9 +207,16 @@ class Prioritiser:
                 replace(c, density=density, beta=self.config.density_beta) for c in contexts
             ]
         keys = [strategy(logits[:, j], ctx) for j, ctx in enumerate(contexts)]
+        k = len(self.targets)
         order, ranks, classes = combine(
-            keys, n, tiebreak=-P.max(axis=1), class_order=-self.class_precision_
+            keys, n + k, tiebreak=-P.max(axis=1), class_order=-self.class_precision_
         )
+        heads = np.flatnonzero((ranks == 0) & (classes == self.head_class_))
+        if len(heads):  # the drawn class's first choice goes first
+            first = heads[0]
+            keep = np.r_[first, np.delete(np.arange(len(order)), first)]
+            order, ranks, classes = order[keep], ranks[keep], classes[keep]
+        order, ranks, classes = order[:n], ranks[:n], classes[:n]
         self.queue_targets_ = [self.targets[c] for c in classes]
         rows = cand[order]
         return (rows if self.view_ is None else self.view_[rows]), ranks

@@ -216,3 +216,22 @@ def test_an_import_is_screened_and_reported(store):
     status = store.status(7)
     assert status["last_import_tasks"] == "1"
     assert int(status["last_import_likely_rare"]) + int(status["last_import_likely_common"]) == 1
+
+
+def test_our_own_configuration_echo_is_a_noop(store):
+    cfg = resolve(7, LABEL_CONFIG)
+    echo = {"action": "PROJECT_UPDATED", "sampling": "Uncertainty sampling",
+            "model_version": cfg.model_version, "label_config": LABEL_CONFIG}  # fmt: skip
+    assert jobs.is_noop(cfg, echo)
+    changed = {**echo, "label_config": LABEL_CONFIG.replace('"Other"', '"Misc"')}
+    assert not jobs.is_noop(cfg, changed)
+    assert not jobs.is_noop(cfg, {**echo, "model_version": ""})
+    assert not jobs.is_noop(cfg, annotation_event(1, 1, "Artist"))
+
+
+def test_has_vectors_checks_only_the_given_tasks(store):
+    cfg = resolve(7, LABEL_CONFIG)
+    jobs.apply_event(store, cfg, {"action": "TASKS_CREATED",
+                                  "tasks": [{"id": 1, "data": {"text": "A village."}}]})  # fmt: skip
+    assert store.has_vectors(7, [1, 2]) == {1}
+    assert store.has_vectors(7, []) == set()

@@ -124,7 +124,8 @@ def test_label_all_tasks_serves_rare_items_first(stack):
     truth = {int(t["id"]): text_label[t["data"]["text"]] for t in tasks}
     assert len(truth) == N_TASKS
 
-    ls.connect_backend(client, pid, url, extra_params={"targets": [TARGET]})
+    # any title: Label Studio sets model_version to it, and the backend must still take over
+    ls.connect_backend(client, pid, url, title="My rare model", extra_params={"targets": [TARGET]})
 
     def ranked() -> bool:
         m = httpx.get(f"{url}/metrics", timeout=5).text
