@@ -231,7 +231,7 @@ def test_our_own_configuration_echo_is_a_noop(store):
 
 def test_has_vectors_checks_only_the_given_tasks(store):
     cfg = resolve(7, LABEL_CONFIG)
-    jobs.apply_event(store, cfg, {"action": "TASKS_CREATED",
-                                  "tasks": [{"id": 1, "data": {"text": "A village."}}]})  # fmt: skip
+    event = {"action": "TASKS_CREATED", "tasks": [{"id": 1, "data": {"text": "A village."}}]}
+    jobs.apply_event(store, cfg, event)
     assert store.has_vectors(7, [1, 2]) == {1}
     assert store.has_vectors(7, []) == set()
