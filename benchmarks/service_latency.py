@@ -38,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,7 @@ from backend import labelstudio as ls  # noqa: E402
 from backend.store import RedisVectorCache, Store, connect  # noqa: E402
 from model.embedding import DEFAULT_MODEL, SQLiteCache, cache_key, default_cache_path  # noqa: E402
 from model.prioritiser import prototype_text  # noqa: E402
-from tests.ls_harness import free_port, start_label_studio  # noqa: E402
+from tests.ls_harness import free_port, start_label_studio, wait_for  # noqa: E402
 
 DATA = Path("/work/shared/data/dbpedia14/dbpedia14.csv.gz")
 TARGETS = ["Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder"]
@@ -81,14 +80,14 @@ def load_avg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
+def git_state() -> dict[str, Any]:
+    """The code measured: commit and the files that differ from it (others may be editing)."""
+
+    def git(*a: str) -> str:
+        out = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=False)
+        return out.stdout.strip()
+
+    return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": git("status", "--short")}
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -178,6 +177,7 @@ class Stack:
         self.url = ""
         self.worker_log = out_dir / "worker.log"
         self.serve_log = out_dir / "serve.log"
+        self._log_pos = 0  # how far check_alive has read the worker log
 
     def start(self) -> None:
         t = time.perf_counter()
@@ -219,9 +219,19 @@ class Stack:
         wait_for(healthy, 90, "the backend's /health")
 
     def check_alive(self) -> None:
+        """Fail fast if a process died or the worker logged an error (a failed job would
+        otherwise leave the benchmark waiting for a ranking that never comes)."""
         for name, proc, _ in self.procs:
             if proc.poll() is not None:
                 raise RuntimeError(f"rarelabel {name} exited with {proc.returncode}")
+        with open(self.worker_log, "rb") as f:
+            f.seek(self._log_pos)
+            chunk = f.read()
+        complete = chunk.rfind(b"\n") + 1  # only whole lines
+        self._log_pos += complete
+        for line in chunk[:complete].decode(errors="replace").splitlines():
+            if " ERROR " in line:
+                raise RuntimeError(f"the worker logged an error (see {self.worker_log}): {line}")
 
     def stop(self) -> None:
         for name, proc, f in reversed(self.procs):
@@ -282,13 +292,19 @@ def setup_project(
     res["setup"]["connect_call_s"] = round(time.perf_counter() - t, 3)
 
     def ranked() -> dict | None:
+        """The first status with the whole pool ranked: polled fast, because the next retrain
+        (Label Studio's PROJECT_UPDATED after the backend configures the project) overwrites
+        the status within a second."""
+        st = store.status(pid)
+        if int(float(st.get("pool_size", -1))) == len(rows) and "last_retrain_at" in st:
+            return st
         stack.check_alive()
-        m = httpx.get(f"{stack.url}/metrics", timeout=10).text
-        size = metric(m, "rarelabel_pool_size", {"project": str(pid)})
-        when = metric(m, "rarelabel_last_retrain_timestamp_seconds", {"project": str(pid)})
-        return store.status(pid) if size == len(rows) and when else None
+        return None
 
-    status = wait_for(ranked, timeout, "the first ranking of the pool", every=1.0)
+    status = wait_for(ranked, timeout, "the first ranking of the pool", every=0.05)
+    m = httpx.get(f"{stack.url}/metrics", timeout=10).text
+    if metric(m, "rarelabel_pool_size", {"project": str(pid)}) != len(rows):
+        raise RuntimeError(f"/metrics disagrees with the status hash:\n{m}")
     res["setup"]["connect_to_first_ranking_s"] = round(time.perf_counter() - t, 3)
     text = log_slice(stack.worker_log, offset)
     sync = [m for m in SYNC_RE.finditer(text) if int(m[1]) == pid]
@@ -303,6 +319,8 @@ def setup_project(
         "predictions_written": int(float(status.get("last_predictions_written", "0"))),
         "removed": first[0]["removed"] if first else None,
     }
+    time.sleep(2.0)  # the follow-up retrain (PROJECT_UPDATED), for the record
+    res["setup"]["retrains_logged"] = retrains_in(log_slice(stack.worker_log, offset), pid)
     log(f"first ranking after {res['setup']['connect_to_first_ranking_s']} s: "
         f"sync {res['setup'].get('first_sync')}, push {res['setup']['first_push']}")  # fmt: skip
     return pid, truth, text_of
@@ -368,7 +386,6 @@ def annotate(
             st = wait_for(lambda e=expected, s=t0_wall: applied(e, s), args.label_timeout,
                           f"label {i + 1} to be applied", every=0.02)  # fmt: skip
         except TimeoutError as e:
-            stack.check_alive()
             log(f"WARNING: {e}")
             st = None
         t_applied = time.perf_counter()
@@ -481,6 +498,14 @@ def finish(res: dict, args) -> None:
         "create_s": summary([r["create_s"] for r in rows], qs),
         "wait_applied_s": summary([r["wait_applied_s"] for r in rows], qs),
         "next_s": summary([r["next_s"] for r in rows], qs),
+        "other_s": summary(
+            [
+                r["wait_applied_s"] - r["retrain_s"] - r["push_s"]
+                for r in rows
+                if r["retrain_s"] is not None
+            ],
+            qs,
+        ),
         "retrain_s": summary(retrain, qs),
         "push_s": summary(push, qs),
         "predictions_written": summary(written, qs),
@@ -502,7 +527,8 @@ def finish(res: dict, args) -> None:
     L.append(
         f"Service latency: {args.tasks} tasks (5 targets at {PREVALENCE:.1%} each), queue size "
         f"{args.queue_size}, {os.cpu_count()} cores, load average {res['load_start']} at start, "
-        f"{res.get('load_end')} at end"
+        f"{res.get('load_end')} at end; code at {res['git']['commit']}"
+        + (" + uncommitted changes" if res["git"]["dirty"] else "")
     )
     L.append("")
     L.append("Setup")
@@ -521,7 +547,7 @@ def finish(res: dict, args) -> None:
     line(
         "first-contact sync (worker log)",
         f"{fmt(sync.get('seconds'), ' s', 1)} ({sync.get('tasks')} tasks, "
-        f"{sync.get('newly_embedded')} new to the pool, vectors from the cache)",
+        f"{sync.get('newly_embedded')} new to the pool)",
     )
     fp = s.get("first_push") or {}
     line(
@@ -545,6 +571,7 @@ def finish(res: dict, args) -> None:
     q3("  + GET /next", a["next_s"], keys, " s")
     q3("worker retrain (fit + rescore), per label", a["retrain_s"], keys, " s")
     q3("worker push to Label Studio, per label", a["push_s"], keys, " s")
+    q3("wait - retrain - push (queueing, applying)", a["other_s"], keys, " s")
     d = a["predictions_written"]
     line(
         f"predictions written per retrain [<= {args.queue_size}]",
@@ -608,12 +635,16 @@ def main(argv: list[str] | None = None) -> int:
         "args": vars(args),
         "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
         "load_start": load_avg(),
+        "git": git_state(),
         "started_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "setup": {},
         "annotate": {},
         "webhook": {},
     }
-    log(f"load average {res['load_start']} on {os.cpu_count()} cores")
+    log(
+        f"load average {res['load_start']} on {os.cpu_count()} cores; code at "
+        f"{res['git']['commit']}" + (" (working tree modified)" if res["git"]["dirty"] else "")
+    )
     rows = build_dataset(args.tasks, args.seed)
     r = connect(REDIS_URL)
     r.flushdb()

@@ -151,3 +151,14 @@ def start_label_studio(
     except BaseException:
         ls.stop()
         raise
+
+
+def wait_for(check, timeout: float, what: str, every: float = 0.5):
+    """Poll `check` until it returns something truthy; a TimeoutError names what never came."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")

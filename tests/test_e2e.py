@@ -22,7 +22,7 @@ import pytest
 
 from backend import labelstudio as ls
 from backend.store import Store, connect
-from tests.ls_harness import free_port, start_label_studio
+from tests.ls_harness import free_port, start_label_studio, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -30,16 +30,6 @@ REPO = Path(__file__).resolve().parents[1]
 DBPEDIA = REPO.parent / "shared" / "data" / "dbpedia14" / "dbpedia14.csv.gz"
 REDIS_URL = "redis://127.0.0.1:6379/14"
 TARGET, N_TASKS, N_TARGET, N_SEEDS, N_ANNOTATE = "Company", 2000, 20, 5, 40
-
-
-def wait_for(check, timeout: float, what: str, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
 
 
 def dataset() -> list[tuple[str, str]]:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ls_harness import LabelStudioProcess, start_label_studio
 
 from backend import labelstudio as ls
+from tests.ls_harness import LabelStudioProcess, start_label_studio
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path("/work/shared/data/dbpedia14/dbpedia14.csv.gz")
