@@ -235,3 +235,16 @@ def test_has_vectors_checks_only_the_given_tasks(store):
     jobs.apply_event(store, cfg, event)
     assert store.has_vectors(7, [1, 2]) == {1}
     assert store.has_vectors(7, []) == set()
+
+
+def test_an_unreachable_label_studio_loses_nothing(store, monkeypatch):
+    from tests.ls_harness import free_port
+
+    monkeypatch.setenv("LABEL_STUDIO_URL", f"http://127.0.0.1:{free_port()}")  # nobody listens
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "some-token")
+    store.record_event(7, annotation_event(1, 10, "Artist"))
+    result = jobs.process_project(7)
+    assert "error" in result
+    assert len(store.pending_events(7)) == 1  # kept for the next attempt
+    assert store.config(7) is None and store.labels(7) == {}  # no partial state
+    assert "last_error" in store.status(7)
