@@ -358,7 +358,8 @@ def plot(prevalence: float, summary: dict, positives: float, budget: int, path: 
     ax.plot(x, np.minimum(x, positives), "k:", label=f"ideal ({positives:g} positives)")
     for v, s in summary.items():
         y = s["mean_found"]
-        ax.plot(np.arange(1, len(y) + 1), y, label=v)
+        style = {"tropel": {"ls": "--", "lw": 2.2, "zorder": 3}, "random": {"color": "grey"}}
+        ax.plot(np.arange(1, len(y) + 1), y, label=v, **style.get(v, {"lw": 1.3}))
     for k in CHECKPOINTS:
         if k <= budget:
             ax.axvline(k, color="grey", lw=0.5, alpha=0.5)

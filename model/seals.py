@@ -30,10 +30,10 @@ import hnswlib
 import numpy as np
 
 # Measured with benchmarks/seals_1m.py (1M synthetic clustered 384-d unit vectors, 2 cores
-# shared with other jobs, load 6-8): M=16, ef_construction=64 builds 1M rows in 6-8 min
-# (2.1-2.7k rows/s on 2 threads), index 1.75 GiB; kNN@100 recall vs exact 0.84 at ef=128,
-# 0.88 at 256, 0.92 at 512 (1.2 ms a query), 0.92 at 1024. One query per label, so the
-# higher ef costs ~1 ms a selection.
+# shared with other jobs, load 4-8): M=16, ef_construction=64 builds 1M rows in 5-8 min
+# (2.1-3.3k rows/s on 2 threads), index 1.75 GiB; kNN@100 recall vs exact 0.77-0.84 at
+# ef=128, 0.88 at 256, 0.89-0.92 at 512 (1.0-1.2 ms a query), 0.92 at 1024 (0.99 on 100k).
+# One query per label, so the higher ef costs ~1 ms a selection.
 DEFAULT_M = 16
 DEFAULT_EF_CONSTRUCTION = 64
 DEFAULT_EF = 512  # raised to k when k is larger: hnswlib needs ef >= k
