@@ -21,6 +21,7 @@ from backend import jobs
 from backend.metrics import render_metrics
 from backend.settings import ConfigError, env, redis_url, resolve
 from backend.store import Store, connect
+from model.rankers import class_probabilities
 
 log = logging.getLogger("rarelabel.app")
 
@@ -131,14 +132,14 @@ class RareCategoryBackend:
             X = jobs._embedder().encode([x for _, x in usable])
             vecs.update(zip([i for i, _ in usable], X, strict=True))
         W, b = np.asarray(model["W"], np.float32), np.asarray(model["b"], np.float32)
+        linear = np.array(model["stages"]) == "linear"
         pushed = self.store.pushed(p)
         out = []
         for task_id in ids:
             if task_id not in vecs:
                 out.append({"result": [], "score": 1.0, "model_version": model["model_version"]})
                 continue
-            s = W @ vecs[task_id] + b
-            best = int(np.argmax(s))
+            best = int(np.argmax(class_probabilities(W @ vecs[task_id] + b, linear)))
             out.append({
                 "result": [{
                     "from_name": cfg.label.from_name, "to_name": cfg.label.to_name,

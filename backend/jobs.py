@@ -17,11 +17,19 @@ from rq import Queue
 
 from backend import labelstudio as ls
 from backend.queue_sync import plan_push
-from backend.settings import ConfigError, ProjectConfig, parse_label_config, redis_url, resolve
+from backend.settings import (
+    ConfigError,
+    ProjectConfig,
+    env,
+    parse_label_config,
+    redis_url,
+    resolve,
+)
 from backend.store import RedisVectorCache, Store, connect
 from model.embedding import Embedder
 from model.labels import LabelState
 from model.prioritiser import Pool, Prioritiser, RankerConfig, prototype_text
+from model.rankers import class_probabilities
 from model.screening import OutlierScreen, summarise, summarise_probabilities
 
 log = logging.getLogger("rarelabel.worker")
@@ -59,8 +67,6 @@ def _embedder() -> Embedder:
 
 def client_for(cfg: ProjectConfig):
     """Environment first (the backend's own view of the network), else what /setup said."""
-    from backend.settings import env
-
     url = env("LABEL_STUDIO_URL") or cfg.hostname
     key = env("LABEL_STUDIO_API_KEY") or cfg.access_token
     if not url or not key:
@@ -70,8 +76,6 @@ def client_for(cfg: ProjectConfig):
 
 def config_from_label_studio(project: int) -> ProjectConfig:
     """First contact through a webhook: read the project's label config from Label Studio."""
-    from backend.settings import env
-
     url, key = env("LABEL_STUDIO_URL"), env("LABEL_STUDIO_API_KEY")
     if not url or not key:
         raise ls.LabelStudioError(
@@ -162,7 +166,7 @@ def screen_import(store: Store, cfg: ProjectConfig, vectors: dict[int, np.ndarra
     linear = np.array(model["stages"]) == "linear" if model else np.zeros(0, bool)
     if linear.any():
         W, b = np.asarray(model["W"], np.float32), np.asarray(model["b"], np.float32)
-        proba = 1.0 / (1.0 + np.exp(-(X @ W.T + b)))
+        proba = class_probabilities(X @ W.T + b, linear)
         summary = summarise_probabilities(proba, targets=model["targets"], columns=linear)
         summary.pop("by_target", None)
         how = "rankers"

@@ -110,9 +110,6 @@ class Store:
             pipe.hexists(self.key(project, "vec"), str(t))
         return {t for t, known in zip(tasks, pipe.execute(), strict=True) if known}
 
-    def known_tasks(self, project: int) -> set[int]:
-        return {int(t) for t in self.r.hkeys(self.key(project, "vec"))}
-
     def pool_size(self, project: int) -> int:
         return int(self.r.hlen(self.key(project, "vec")))
 

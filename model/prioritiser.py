@@ -14,7 +14,7 @@ import numpy as np
 
 from model.labels import LabelState
 from model.neighbours import neighbour_posterior
-from model.rankers import CosineRanker, LinearRanker, fit_class_ranker
+from model.rankers import CosineRanker, LinearRanker, class_probabilities, fit_class_ranker
 from model.strategies import UNCERTAINTY, ClassContext, combine, get_strategy
 
 
@@ -243,9 +243,9 @@ class Prioritiser:
             )
 
     def _probability(self, scores: np.ndarray) -> np.ndarray:
-        """Per-class scores on one [0, 1] scale: sigmoid of a margin, or rescaled cosine."""
-        linear = np.array([self.rankers_[t].stage == "linear" for t in self.targets])
-        return np.where(linear, 1.0 / (1.0 + np.exp(-scores)), (scores + 1) / 2)
+        return class_probabilities(
+            scores, [self.rankers_[t].stage == "linear" for t in self.targets]
+        )
 
     def predict(self, X: np.ndarray) -> tuple[list[str], np.ndarray]:
         """Best target per row and its probability-like score, on one scale for every stage.

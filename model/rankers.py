@@ -82,6 +82,13 @@ class LinearRanker:
         return X @ self.coef_ + np.float32(self.intercept_)
 
 
+def class_probabilities(scores: np.ndarray, linear: np.ndarray) -> np.ndarray:
+    """(n, k) scores of k classes on one [0, 1] scale, so classes at different stages compare:
+    a linear class's margin through a sigmoid, a cosine class's similarity from [-1, 1]."""
+    margin = 1.0 / (1.0 + np.exp(-np.clip(scores, -30, 30)))
+    return np.where(np.asarray(linear, dtype=bool), margin, (scores + 1) / 2)
+
+
 def n_pseudo_negatives(n_pos: int, n_neg: int, f_a: float) -> int:
     """The paper's budget of pseudo-negatives: f_a * (|Lp| + 0.1 |Ln|)."""
     return int(round(f_a * (n_pos + 0.1 * n_neg)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from rq import Queue
@@ -160,14 +161,15 @@ def test_events_move_labels_and_a_skip_is_not_a_label(store):
     for e in events:
         jobs.apply_event(store, cfg, e)
     assert store.labels(7) == {10: "Athlete"}
-    assert store.known_tasks(7) == {10, 11, 12, 13}  # every task's text was embedded once
+    assert store.pool_size(7) == 4  # every task's text was embedded once
+    assert store.has_vectors(7, [10, 11, 12, 13]) == {10, 11, 12, 13}
 
 
 def test_tasks_without_the_text_field_are_skipped(store):
     cfg = resolve(7, LABEL_CONFIG)
     tasks = [{"id": 1, "data": {"text": "A village in Serbia."}}, {"id": 2, "data": {"url": "x"}}]
     jobs.apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": tasks})
-    assert store.known_tasks(7) == {1}
+    assert store.pool_size(7) == 1 and store.has_vectors(7, [1, 2]) == {1}
 
 
 def test_metrics_are_prometheus_text(client, store):
@@ -248,3 +250,21 @@ def test_an_unreachable_label_studio_loses_nothing(store, monkeypatch):
     assert len(store.pending_events(7)) == 1  # kept for the next attempt
     assert store.config(7) is None and store.labels(7) == {}  # no partial state
     assert "last_error" in store.status(7)
+
+
+def test_predict_compares_classes_at_different_stages_on_one_scale(client, store):
+    cfg = resolve(7, LABEL_CONFIG, {"targets": ["Artist", "Athlete"]})
+    store.save_config(cfg)
+    v = np.zeros(384, np.float32)
+    v[0] = 1.0
+    store.add_vectors(7, {5: v})
+    W = np.zeros((2, 384), np.float32)
+    W[0, 0], W[1, 0] = 0.9, 2.0  # cosine 0.9 -> 0.95; margin 2.0 -> sigmoid 0.88
+    model = {"model_version": "rarelabel", "targets": ["Artist", "Athlete"], "W": W.tolist(),
+             "b": [0.0, 0.0], "stages": ["cosine", "linear"]}  # fmt: skip
+    store.save_model(7, model)
+    store.set_pushed(7, {5: 0.25})
+    r = client.post("/predict", json={"project": "7.1", "tasks": [{"id": 5, "data": {}}]})
+    (result,) = r.json()["results"]
+    assert result["result"][0]["value"]["choices"] == ["Artist"]
+    assert result["score"] == 0.25  # the queue position Label Studio orders by
