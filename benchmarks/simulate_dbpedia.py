@@ -65,6 +65,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "+hweight": ("system", {"human_weight": 5.0, "class_bandit": False}),  # human label = 5
     "default": ("system", {}),  # + the class bandit: the class whose picks pay asks next
     "no_pseudo": ("system", {"f_a": 0}),  # the default without pseudo-negatives
+    "fa10": ("system", {"f_a": 10}),  # fewer pseudo-negatives than the paper's f_a = 100
+    "fa30": ("system", {"f_a": 30}),
     "margin": ("system", {"strategy": "margin"}),  # the default with margin queries
     "neighbours": ("system", {"neighbours": 10}),  # + nearest-labelled-neighbour correction
     # issue 4: the margin phase's uncertainty measures, augmentation, SEALS candidate pools
