@@ -124,13 +124,7 @@ class RareCategoryBackend:
             return [{"result": [], "score": 1.0, "model_version": "none"} for _ in tasks]
         ids = [_id(t, "tasks[]") for t in tasks]
         vecs = self.store.vectors(p, ids)
-        missing = [t for t in tasks if t["id"] not in vecs]
-        texts = [(t.get("data") or {}).get(cfg.label.text_key) for t in missing]
-        usable = [(t["id"], x) for t, x in zip(missing, texts, strict=True) if isinstance(x, str)]
-        usable = [(i, x) for i, x in usable if x.strip()]
-        if usable:
-            X = jobs._embedder().encode([x for _, x in usable])
-            vecs.update(zip([i for i, _ in usable], X, strict=True))
+        vecs.update(jobs.embed_tasks(self.store, cfg, [t for t in tasks if t["id"] not in vecs]))
         W, b = np.asarray(model["W"], np.float32), np.asarray(model["b"], np.float32)
         linear = np.array(model["stages"]) == "linear"
         pushed = self.store.pushed(p)

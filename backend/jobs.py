@@ -28,7 +28,7 @@ from backend.settings import (
 from backend.store import RedisVectorCache, Store, connect
 from model.embedding import Embedder
 from model.labels import LabelState
-from model.prioritiser import Pool, Prioritiser, RankerConfig, prototype_text
+from model.prioritiser import Pool, Prioritiser, RankerConfig, embed_prototypes
 from model.rankers import class_probabilities
 from model.screening import OutlierScreen, summarise, summarise_probabilities
 
@@ -65,10 +65,10 @@ def _embedder() -> Embedder:
     return Embedder(cache=RedisVectorCache(connect(redis_url())))
 
 
-def client_for(cfg: ProjectConfig):
+def client_for(cfg: ProjectConfig | None):
     """Environment first (the backend's own view of the network), else what /setup said."""
-    url = env("LABEL_STUDIO_URL") or cfg.hostname
-    key = env("LABEL_STUDIO_API_KEY") or cfg.access_token
+    url = env("LABEL_STUDIO_URL") or (cfg.hostname if cfg else None)
+    key = env("LABEL_STUDIO_API_KEY") or (cfg.access_token if cfg else None)
     if not url or not key:
         raise ls.LabelStudioError("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY for the backend")
     return ls.make_client(url, key)
@@ -76,12 +76,7 @@ def client_for(cfg: ProjectConfig):
 
 def config_from_label_studio(project: int) -> ProjectConfig:
     """First contact through a webhook: read the project's label config from Label Studio."""
-    url, key = env("LABEL_STUDIO_URL"), env("LABEL_STUDIO_API_KEY")
-    if not url or not key:
-        raise ls.LabelStudioError(
-            f"project {project} is unknown and LABEL_STUDIO_URL/API_KEY unset"
-        )
-    return resolve(project, ls.check_project(ls.make_client(url, key), project)["label_config"])
+    return resolve(project, ls.check_project(client_for(None), project)["label_config"])
 
 
 def embed_tasks(store: Store, cfg: ProjectConfig, tasks: list[dict]) -> dict[int, np.ndarray]:
@@ -231,8 +226,7 @@ def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
                 state.record_query(task, asked[task])
     prio = _warm().prioritisers.get(p)
     if prio is None or prio.targets != cfg.targets:
-        texts = [prototype_text(t, cfg.descriptions.get(t)) for t in cfg.targets]
-        protos = dict(zip(cfg.targets, _embedder().encode(texts), strict=True))
+        protos = embed_prototypes(_embedder(), cfg.targets, cfg.descriptions)
         prio = Prioritiser(cfg.targets, ranker_config(cfg), protos)
         _warm().prioritisers[p] = prio
     prio.config = ranker_config(cfg)

@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from model.data import build_pool, read_csv  # noqa: E402
 from model.embedding import Embedder, SQLiteCache, default_cache_path  # noqa: E402
+from model.prioritiser import embed_prototypes  # noqa: E402
 from model.screening import OutlierScreen, blend_prior  # noqa: E402
-from model.simulate import embed_prototypes  # noqa: E402
 
 DATA = Path("/work/shared/data/dbpedia14/dbpedia14.csv.gz")
 TARGETS = ["Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder"]

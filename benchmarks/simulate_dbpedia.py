@@ -36,9 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from model.data import Dataset, build_pool, read_csv  # noqa: E402
 from model.embedding import Embedder, SQLiteCache, default_cache_path  # noqa: E402
-from model.prioritiser import RankerConfig  # noqa: E402
+from model.prioritiser import RankerConfig, embed_prototypes  # noqa: E402
 from model.simulate import (  # noqa: E402
-    embed_prototypes,
     f1_per_target,
     initial_positives,
     recall_at,

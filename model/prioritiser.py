@@ -63,6 +63,15 @@ def prototype_text(target: str, description: str | None = None) -> str:
     return f"{words}: {description}" if description else words
 
 
+def embed_prototypes(
+    embedder, targets: list[str], descriptions: dict[str, str] | None = None
+) -> dict[str, np.ndarray]:
+    """Each target's zero-shot prototype: its name (and description) embedded."""
+    descriptions = descriptions or {}
+    vecs = embedder.encode([prototype_text(t, descriptions.get(t)) for t in targets])
+    return dict(zip(targets, vecs, strict=True))
+
+
 @dataclass
 class Pool:
     """Vectors of every task, with the task ids in row order."""

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from model.labels import LabelState
-from model.prioritiser import Pool, Prioritiser, RankerConfig
+from model.prioritiser import Pool, Prioritiser, RankerConfig, embed_prototypes
 
 CHECKPOINTS = (50, 100, 300)
 
@@ -186,14 +186,6 @@ def write_outputs(rep: SimulationReport, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "curve.png", dpi=120)
     plt.close(fig)
-
-
-def embed_prototypes(embedder, targets: list[str], descriptions: dict[str, str] | None = None):
-    from model.prioritiser import prototype_text
-
-    descriptions = descriptions or {}
-    vecs = embedder.encode([prototype_text(t, descriptions.get(t)) for t in targets])
-    return dict(zip(targets, vecs, strict=True))
 
 
 def simulate_csv(
