@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from model.data import Dataset, build_pool, read_csv  # noqa: E402
 from model.embedding import Embedder, SQLiteCache, default_cache_path  # noqa: E402
+from model.features import pad_lexical, pool_features, with_lexical  # noqa: E402
 from model.prioritiser import RankerConfig, embed_prototypes  # noqa: E402
 from model.simulate import (  # noqa: E402
     f1_per_target,
@@ -55,14 +56,19 @@ TEST_SEED_OFFSET = 10_000  # the same-prevalence test set of random state s uses
 
 # name -> (simulate.run method, RankerConfig keyword arguments). A new variant is one line.
 # The ladder from the paper's loop to the default adds one ingredient per row.
-_PAPER = {"strategy": "adaptive", "human_weight": 1.0, "class_bandit": False}
+_PAPER = {"strategy": "adaptive", "human_weight": 1.0, "class_bandit": False, "lexical_dims": 0}
+_BANDIT = {"lexical_dims": 0}  # the loop on the embedding alone (the default until 2026-11)
 VARIANTS: dict[str, tuple[str, dict]] = {
     "random": ("random", {}),
-    "tropel": ("tropel", {}),
+    "tropel": ("tropel", {"lexical_dims": 0}),  # as published: fixed (embedding) features
+    "tropel_lex": ("tropel", {}),  # tropel on the default's features: what the loop adds
     "paper": ("system", _PAPER),  # adaptive query, pseudo-negatives, f_a = 100
     "+positive": ("system", {**_PAPER, "strategy": "positive"}),  # most-likely-positive query
-    "+hweight": ("system", {"human_weight": 5.0, "class_bandit": False}),  # human label = 5
-    "default": ("system", {}),  # + the class bandit: the class whose picks pay asks next
+    "+hweight": ("system", {**_BANDIT, "class_bandit": False}),  # a human label weighs 5
+    "+bandit": ("system", _BANDIT),  # the class whose picks pay asks next
+    "default": ("system", {}),  # + the pool's word statistics beside the embedding (LSA)
+    "no_bandit": ("system", {"class_bandit": False}),
+    "lexical128": ("system", {"lexical_dims": 128}),
     "no_pseudo": ("system", {"f_a": 0}),  # the default without pseudo-negatives
     "fa10": ("system", {"f_a": 10}),  # fewer pseudo-negatives than the paper's f_a = 100
     "fa30": ("system", {"f_a": 30}),
@@ -171,8 +177,11 @@ def run_job(job: Job) -> dict:
     labels = b.labels[rows]
     positives = int(np.isin(labels, targets).sum()) - len(seeds)
     config = RankerConfig(random_state=job.seed, **kwargs)
+    dims = config.lexical_dims
     with threadpool_limits(1):
-        res = run(b.X[rows], labels, targets, seeds, b.budget, method, config, b.prototypes)
+        X, lexical = pool_features(b.X[rows], [b.data.texts[i] for i in rows], dims, job.seed)
+        protos = {t: pad_lexical(v[None], dims)[0] for t, v in b.prototypes.items()}
+        res = run(X, labels, targets, seeds, b.budget, method, config, protos)
     # The label state keeps insertion order: the seeds first, then the rows asked for.
     asked = [int(r) for r in list(res.state.labels)[len(seeds) :]] if res.state else []
     ks = [k for k in CHECKPOINTS if k <= b.budget]
@@ -193,10 +202,16 @@ def run_job(job: Job) -> dict:
         "test_size_same_prevalence": len(test_rows),
         "test_size_natural": len(b.test),
     }
+
+    def features(test: np.ndarray) -> np.ndarray:
+        if lexical is None:
+            return b.X[test]
+        return with_lexical(b.X[test], lexical.transform([b.data.texts[i] for i in test]))
+
     if res.prioritiser is not None:
         with threadpool_limits(1):
-            same = f1_per_target(res.prioritiser, b.X[test_rows], b.labels[test_rows])
-            natural = f1_per_target(res.prioritiser, b.X[b.test], b.labels[b.test])
+            same = f1_per_target(res.prioritiser, features(test_rows), b.labels[test_rows])
+            natural = f1_per_target(res.prioritiser, features(b.test), b.labels[b.test])
         out["f1_same_prevalence"] = same
         out["f1_natural"] = natural
     return out

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from model.features import pad_lexical
 from model.labels import LabelState
 from model.neighbours import neighbour_posterior
 from model.rankers import CosineRanker, LinearRanker, class_probabilities, fit_class_ranker
@@ -43,6 +44,9 @@ class RankerConfig:
     # A class with no positive yet ranks by its prototype blended with the pool's outlier
     # rarity (benchmarks/screening_prior.py: +30% recall at zero labels with LOF at 0.05).
     outlier_prior: float = 0.05
+    # Columns of pool-fitted word statistics beside the embedding (model.features); read by
+    # whoever builds the pool's vectors. 0 = the embedding alone.
+    lexical_dims: int = 384
     random_state: int = 0
 
     def __post_init__(self) -> None:
@@ -53,6 +57,8 @@ class RankerConfig:
             )
         if self.f_a < 0:
             raise ValueError(f"f_a must be >= 0, got {self.f_a}")
+        if self.lexical_dims < 0:
+            raise ValueError(f"lexical_dims must be >= 0, got {self.lexical_dims}")
         if not 0 < self.bottom_fraction <= 1:
             raise ValueError(f"bottom_fraction must be in (0, 1], got {self.bottom_fraction}")
 
@@ -64,11 +70,18 @@ def prototype_text(target: str, description: str | None = None) -> str:
 
 
 def embed_prototypes(
-    embedder, targets: list[str], descriptions: dict[str, str] | None = None
+    embedder,
+    targets: list[str],
+    descriptions: dict[str, str] | None = None,
+    lexical_dims: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Each target's zero-shot prototype: its name (and description) embedded."""
+    """Each target's zero-shot prototype: its name (and description) embedded.
+
+    With lexical columns in the pool (model.features) the prototype's are zero: a class
+    name is too short for word statistics, so it ranks by the embedding alone."""
     descriptions = descriptions or {}
     vecs = embedder.encode([prototype_text(t, descriptions.get(t)) for t in targets])
+    vecs = pad_lexical(vecs, lexical_dims)
     return dict(zip(targets, vecs, strict=True))
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from model.features import pad_lexical, pool_features, with_lexical
 from model.labels import LabelState
 from model.prioritiser import Pool, Prioritiser, RankerConfig, embed_prototypes
 
@@ -34,7 +35,7 @@ def tropel_config(config: RankerConfig) -> RankerConfig:
     item (across classes: the most probable class head), none of our additions."""
     return RankerConfig(
         f_a=0, strategy="positive", C=config.C, human_weight=1.0, class_bandit=False,
-        outlier_prior=0.0, random_state=config.random_state,
+        outlier_prior=0.0, lexical_dims=0, random_state=config.random_state,
     )  # fmt: skip
 
 
@@ -228,13 +229,21 @@ def simulate_csv(
     positives = int(np.isin(labels, targets).sum()) - len(seeds)
     embedder = embedder or Embedder(cache=SQLiteCache(default_cache_path()))
     X = embedder.encode(pool.texts, progress=progress)
+    # The system ranks on the embedding plus the pool's word statistics; tropel, as its
+    # paper defines it, on the fixed embedding.
+    X_sys, lexical = pool_features(X, pool.texts, config.lexical_dims, random_state)
     protos = embed_prototypes(embedder, targets)
+    sys_protos = {t: pad_lexical(v[None], config.lexical_dims)[0] for t, v in protos.items()}
     runs = [
-        run(X, labels, targets, seeds, budget, m, config, protos, progress=progress)
+        run(X_sys, labels, targets, seeds, budget, m, config, sys_protos, progress=progress)
+        if m == "system"
+        else run(X, labels, targets, seeds, budget, m, config, protos, progress=progress)
         for m in methods
     ]
     rep = report(runs, positives, budget, targets)
     if test_data is not None and runs[0].prioritiser is not None:
         X_test = embedder.encode(test_data.texts, progress=progress)
+        if lexical is not None:
+            X_test = with_lexical(X_test, lexical.transform(test_data.texts))
         rep.f1 = f1_per_target(runs[0].prioritiser, X_test, np.array(test_data.labels))
     return rep

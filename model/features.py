@@ -1,0 +1,88 @@
+"""The pool's own word statistics, appended to the sentence embedding.
+
+A frozen MiniLM embedding blurs the words that separate a rare class from its neighbours
+(a company from the vehicles it builds, a musician from their albums). Latent semantic
+analysis (TF-IDF of words and word pairs, then a truncated SVD) fitted on the pool's texts
+restores them at the cost of one fit per pool, not per label: the cheap stand-in for the
+paper's "update the features less often". benchmarks/simulate_dbpedia.py measures it
+(variant `semantic_only` is the loop without it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class LexicalFeatures:
+    """`fit` on the pool's texts, `transform` any text into `dims` unit-length columns."""
+
+    dims: int = 384
+    max_docs: int = 50_000  # fit on a sample of a larger pool; transforming stays linear
+    random_state: int = 0
+
+    def fit(self, texts: Sequence[str]) -> LexicalFeatures:
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        if self.dims < 1:
+            raise ValueError(f"dims must be >= 1, got {self.dims}")
+        texts = list(texts)
+        if len(texts) > self.max_docs:
+            rng = np.random.default_rng(self.random_state)
+            texts = [texts[i] for i in rng.choice(len(texts), self.max_docs, replace=False)]
+        self.n_fitted_ = len(texts)
+        small = len(texts) < 50  # too few documents to drop words seen once
+        self.tfidf_ = TfidfVectorizer(
+            sublinear_tf=True, ngram_range=(1, 2), min_df=1 if small else 2,
+            max_df=1.0 if small else 0.5, dtype=np.float32,
+        )  # fmt: skip
+        try:
+            T = self.tfidf_.fit_transform(texts)
+        except ValueError:  # no word left (empty or stop-word-only texts): no lexical signal
+            self.svd_ = None
+            return self
+        k = min(self.dims, T.shape[0] - 1, T.shape[1] - 1)
+        self.svd_ = TruncatedSVD(k, random_state=self.random_state).fit(T) if k >= 1 else None
+        return self
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dims) float32; zero-padded when the pool allowed fewer components, and a zero
+        row for a text with no word the pool knows."""
+        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        if getattr(self, "svd_", None) is None or len(texts) == 0:
+            return out
+        L = self.svd_.transform(self.tfidf_.transform(list(texts))).astype(np.float32)
+        norms = np.linalg.norm(L, axis=1, keepdims=True)
+        out[:, : L.shape[1]] = np.divide(L, norms, out=np.zeros_like(L), where=norms > 0)
+        return out
+
+
+def with_lexical(X: np.ndarray, L: np.ndarray | None) -> np.ndarray:
+    """[x, l] / √2: both halves weigh the same in a dot product, and the row stays unit
+    length where both are. `L=None` leaves the embedding as it is."""
+    if L is None:
+        return np.asarray(X, dtype=np.float32)
+    if len(L) != len(X):
+        raise ValueError(f"{len(X)} embeddings but {len(L)} lexical rows")
+    return (np.hstack([X, L]) / np.float32(np.sqrt(2))).astype(np.float32)
+
+
+def pad_lexical(V: np.ndarray, dims: int) -> np.ndarray:
+    """Vectors with `dims` zero lexical columns: a prototype, which has no word statistics,
+    in the pool's space, ranking by its embedding alone."""
+    V = np.asarray(V, dtype=np.float32)
+    return np.hstack([V, np.zeros((len(V), dims), dtype=np.float32)]) if dims > 0 else V
+
+
+def pool_features(
+    X: np.ndarray, texts: Sequence[str], dims: int, random_state: int = 0
+) -> tuple[np.ndarray, LexicalFeatures | None]:
+    """The pool's vectors with lexical columns fitted on its texts (`dims=0`: embedding only)."""
+    if dims <= 0:
+        return np.asarray(X, dtype=np.float32), None
+    lexical = LexicalFeatures(dims, random_state=random_state).fit(texts)
+    return with_lexical(X, lexical.transform(texts)), lexical
