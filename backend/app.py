@@ -21,6 +21,7 @@ from backend import jobs
 from backend.metrics import render_metrics
 from backend.settings import ConfigError, env, redis_url, resolve
 from backend.store import Store, connect
+from model.features import with_lexical
 from model.rankers import class_probabilities
 
 log = logging.getLogger("rarelabel.app")
@@ -128,12 +129,18 @@ class RareCategoryBackend:
         W, b = np.asarray(model["W"], np.float32), np.asarray(model["b"], np.float32)
         linear = np.array(model["stages"]) == "linear"
         pushed = self.store.pushed(p)
+        lexical = self.store.lexical(p, [t for t in ids if t in vecs])
         out = []
         for task_id in ids:
             if task_id not in vecs:
                 out.append({"result": [], "score": 1.0, "model_version": model["model_version"]})
                 continue
-            best = int(np.argmax(class_probabilities(W @ vecs[task_id] + b, linear)))
+            x = vecs[task_id]
+            if W.shape[1] > len(x):  # the rankers also read the pool's word statistics; a
+                # task the worker has not featurised yet gets zeros there (its embedding ranks)
+                lex = lexical.get(task_id, np.zeros(W.shape[1] - len(x), np.float32))
+                x = with_lexical(x[None], lex[None])[0]
+            best = int(np.argmax(class_probabilities(W @ x + b, linear)))
             out.append({
                 "result": [{
                     "from_name": cfg.label.from_name, "to_name": cfg.label.to_name,

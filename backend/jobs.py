@@ -27,6 +27,7 @@ from backend.settings import (
 )
 from backend.store import RedisVectorCache, Store, connect
 from model.embedding import Embedder
+from model.features import LexicalFeatures, embedding_part, with_lexical
 from model.labels import LabelState
 from model.prioritiser import Pool, Prioritiser, RankerConfig, embed_prototypes
 from model.rankers import class_probabilities
@@ -37,6 +38,7 @@ QUEUE = "rarelabel"
 # PROJECT_UPDATED is not among them: configuring the project fires it, so it would loop.
 REBUILD_ACTIONS = {"SETUP", "START_TRAINING"}
 MIN_SCREEN_POOL = 5  # an outlier screen needs a pool to compare with
+LEXICAL_REFIT_GROWTH = 1.25  # refit the pool's word statistics when it has grown by a quarter
 
 
 def enqueue(store: Store, project: int) -> None:
@@ -53,6 +55,7 @@ class _Warm:
     prioritisers: dict[int, Prioritiser] = field(default_factory=dict)
     rarity: dict[int, np.ndarray] = field(default_factory=dict)  # outlier score per pool row
     screens: dict[int, OutlierScreen] = field(default_factory=dict)
+    lexical: dict[int, tuple[LexicalFeatures, int]] = field(default_factory=dict)  # + pool size
 
 
 @lru_cache(maxsize=1)
@@ -96,6 +99,7 @@ def embed_tasks(store: Store, cfg: ProjectConfig, tasks: list[dict]) -> dict[int
             fresh[int(task["id"])] = text
     if not fresh:
         return {}
+    store.add_texts(cfg.project_id, fresh)
     X = _embedder().encode(list(fresh.values()), progress=len(fresh) > 1000)
     vectors = dict(zip(fresh, X, strict=True))
     store.add_vectors(cfg.project_id, vectors)
@@ -159,8 +163,12 @@ def screen_import(store: Store, cfg: ProjectConfig, vectors: dict[int, np.ndarra
     p, X = cfg.project_id, np.stack(list(vectors.values()))
     model = store.model(p)
     linear = np.array(model["stages"]) == "linear" if model else np.zeros(0, bool)
-    if linear.any():
+    lexical = _warm().lexical.get(p)
+    if linear.any() and (lexical or not cfg.lexical_dims):
         W, b = np.asarray(model["W"], np.float32), np.asarray(model["b"], np.float32)
+        if lexical:
+            texts = store.texts(p, list(vectors))
+            X = with_lexical(X, lexical[0].transform([texts.get(t, "") for t in vectors]))
         proba = class_probabilities(X @ W.T + b, linear)
         summary = summarise_probabilities(proba, targets=model["targets"], columns=linear)
         summary.pop("by_target", None)
@@ -168,11 +176,12 @@ def screen_import(store: Store, cfg: ProjectConfig, vectors: dict[int, np.ndarra
     else:
         screen = _warm().screens.get(p)
         if screen is None:
-            pool = _pool(store, p)
+            pool = _pool(store, cfg)
             if len(pool.ids) < MIN_SCREEN_POOL:
                 log.info("project %s: %d tasks are too few to screen", p, len(pool.ids))
                 return {}
-            screen = _warm().screens[p] = OutlierScreen().fit(pool.X)
+            semantic = embedding_part(pool.X, _lexical_columns(p))
+            screen = _warm().screens[p] = OutlierScreen().fit(semantic)
         summary, how = summarise(screen.score(X)), "outlier screen"
     store.set_status(p, last_import_tasks=summary["n"],
                      last_import_likely_rare=summary["likely_rare"],
@@ -182,19 +191,52 @@ def screen_import(store: Store, cfg: ProjectConfig, vectors: dict[int, np.ndarra
     return summary
 
 
-def _pool(store: Store, project: int) -> Pool:
-    """The project's vectors, kept in memory while the pool size is unchanged."""
-    warm = _warm()
+def _pool(store: Store, cfg: ProjectConfig) -> Pool:
+    """The project's vectors, kept in memory while the pool size is unchanged.
+
+    With `lexical_dims`, each row is the embedding plus the pool's word statistics
+    (model.features), refitted when the pool has grown by a quarter; the rows go to Redis
+    too, so /predict scores a task as the worker does."""
+    warm, project = _warm(), cfg.project_id
     cached = warm.pools.get(project)
     if cached is not None and len(cached.ids) == store.pool_size(project):
         return cached
     vecs = store.vectors(project)
     ids = sorted(vecs)
-    pool = Pool(ids, np.stack([vecs[t] for t in ids]) if ids else np.zeros((0, 1), np.float32))
+    if not ids:
+        return Pool([], np.zeros((0, 1), np.float32))
+    X = np.stack([vecs[t] for t in ids])
+    if cfg.lexical_dims > 0:
+        texts = store.texts(project, ids)
+        docs = [texts.get(t, "") for t in ids]
+        lexical, fitted_at = warm.lexical.get(project, (None, 0))
+        refit = (
+            lexical is None
+            or lexical.dims != cfg.lexical_dims
+            or len(ids) >= LEXICAL_REFIT_GROWTH * fitted_at
+        )
+        if refit:
+            t0 = time.perf_counter()
+            lexical = LexicalFeatures(cfg.lexical_dims).fit(docs)
+            warm.lexical[project] = (lexical, len(ids))
+            warm.prioritisers.pop(project, None)  # new feature columns: rankers start afresh
+            log.info("project %s: lexical features fitted on %d texts in %.1fs",
+                     project, len(ids), time.perf_counter() - t0)  # fmt: skip
+        L = lexical.transform(docs)
+        known = set() if refit or cached is None else set(cached.ids)
+        store.set_lexical(project, {t: L[i] for i, t in enumerate(ids) if t not in known}, refit)
+        X = with_lexical(X, L)
+    pool = Pool(ids, X)
     warm.pools[project] = pool
     warm.rarity.pop(project, None)  # the outlier prior is per pool row
     warm.screens.pop(project, None)
     return pool
+
+
+def _lexical_columns(project: int) -> int:
+    """How many lexical columns the project's pool rows carry (0 before the first fit)."""
+    fitted = _warm().lexical.get(project)
+    return fitted[0].dims if fitted else 0
 
 
 def _rarity(pool: Pool, project: int, cfg: ProjectConfig, state: LabelState) -> np.ndarray | None:
@@ -204,7 +246,8 @@ def _rarity(pool: Pool, project: int, cfg: ProjectConfig, state: LabelState) -> 
         return None
     warm = _warm()
     if project not in warm.rarity:
-        warm.rarity[project] = OutlierScreen("lof").fit_score(pool.X)
+        semantic = embedding_part(pool.X, _lexical_columns(project))
+        warm.rarity[project] = OutlierScreen("lof").fit_score(semantic)
     return warm.rarity[project]
 
 
@@ -212,7 +255,7 @@ def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
     """Fit every class, rank the pool, and write what changed in the queue to Label Studio."""
     t0 = time.perf_counter()
     p = cfg.project_id
-    pool = _pool(store, p)
+    pool = _pool(store, cfg)
     if len(pool.ids) == 0:
         log.info("project %s: empty pool, nothing to rank", p)
         return {"pushed": 0}
@@ -226,7 +269,7 @@ def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
                 state.record_query(task, asked[task])
     prio = _warm().prioritisers.get(p)
     if prio is None or prio.targets != cfg.targets:
-        protos = embed_prototypes(_embedder(), cfg.targets, cfg.descriptions)
+        protos = embed_prototypes(_embedder(), cfg.targets, cfg.descriptions, _lexical_columns(p))
         prio = Prioritiser(cfg.targets, ranker_config(cfg), protos)
         _warm().prioritisers[p] = prio
     prio.config = ranker_config(cfg)
@@ -267,7 +310,7 @@ def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
 def ranker_config(cfg: ProjectConfig) -> RankerConfig:
     return RankerConfig(
         f_a=cfg.f_a, strategy=cfg.strategy, uncertainty=cfg.uncertainty, C=cfg.C,
-        outlier_prior=cfg.outlier_prior,
+        outlier_prior=cfg.outlier_prior, lexical_dims=cfg.lexical_dims,
     )  # fmt: skip
 
 

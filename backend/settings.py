@@ -68,6 +68,7 @@ class ProjectConfig:
     outlier_prior: float = 0.05
     queue_size: int = 100
     C: float = 10.0
+    lexical_dims: int = 384  # pool-fitted word statistics beside the embedding; 0 = off
     model_version: str = "rarelabel"
     hostname: str | None = None  # where Label Studio said it lives (at /setup)
     access_token: str | None = None
@@ -128,6 +129,7 @@ def resolve(
         queue_size = int(extra.get("queue_size", env("RARELABEL_QUEUE_SIZE", "100")))
         C = float(extra.get("C", env("RARELABEL_C", "10")))
         outlier_prior = float(extra.get("outlier_prior", env("RARELABEL_OUTLIER_PRIOR", "0.05")))
+        lexical_dims = int(extra.get("lexical_dims", env("RARELABEL_LEXICAL_DIMS", "384")))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"bad numeric setting: {e}") from None
     strategy = str(extra.get("strategy", env("RARELABEL_STRATEGY", "positive")))
@@ -136,8 +138,10 @@ def resolve(
     uncertainty = str(extra.get("uncertainty", env("RARELABEL_UNCERTAINTY", "margin")))
     if uncertainty not in UNCERTAINTY:
         raise ConfigError(f"unknown uncertainty {uncertainty!r}; choose from {sorted(UNCERTAINTY)}")
-    if f_a < 0 or queue_size < 1 or C <= 0 or not 0 <= outlier_prior <= 1:
-        raise ConfigError("need f_a >= 0, queue_size >= 1, C > 0 and outlier_prior in [0, 1]")
+    if f_a < 0 or queue_size < 1 or C <= 0 or not 0 <= outlier_prior <= 1 or lexical_dims < 0:
+        raise ConfigError(
+            "need f_a >= 0, queue_size >= 1, C > 0, outlier_prior in [0, 1] and lexical_dims >= 0"
+        )
     return ProjectConfig(
         project_id=project_id,
         label=label,
@@ -149,6 +153,7 @@ def resolve(
         outlier_prior=outlier_prior,
         queue_size=queue_size,
         C=C,
+        lexical_dims=lexical_dims,
         model_version=env("RARELABEL_MODEL_VERSION", "rarelabel"),
         hostname=hostname,
         access_token=access_token,

@@ -6,6 +6,8 @@ Keys (p = Label Studio project id):
   rl:p:events          durable list of webhook events not yet applied
   rl:p:scheduled       set while a processing job is queued (coalesces bursts)
   rl:p:vec             hash task id -> float32 vector bytes (the pool)
+  rl:p:text            hash task id -> the task's text (the lexical features are fitted on it)
+  rl:p:lex             hash task id -> float16 lexical columns (model.features), for /predict
   rl:p:ann             hash annotation id -> "task id<TAB>label" (human labels)
   rl:p:model           JSON: per-class weights, so /predict needs no worker
   rl:p:pushed          hash task id -> score last written to Label Studio
@@ -120,6 +122,32 @@ class Store:
         else:
             raw = zip(tasks, self.r.hmget(k, [str(t) for t in tasks]) if tasks else [], strict=True)
         return {int(t): np.frombuffer(v, dtype=np.float32) for t, v in raw if v}
+
+    def add_texts(self, project: int, texts: dict[int, str]) -> None:
+        if texts:
+            self.r.hset(self.key(project, "text"), mapping={str(t): x for t, x in texts.items()})
+
+    def texts(self, project: int, tasks: Sequence[int]) -> dict[int, str]:
+        raw = self.r.hmget(self.key(project, "text"), [str(t) for t in tasks]) if tasks else []
+        return {t: v.decode() for t, v in zip(tasks, raw, strict=True) if v is not None}
+
+    def set_lexical(self, project: int, rows: dict[int, np.ndarray], replace: bool) -> None:
+        """Each task's lexical columns; `replace` drops rows of an earlier fit first."""
+        pipe = self.r.pipeline()
+        if replace:
+            pipe.delete(self.key(project, "lex"))
+        items = [(str(t), v.astype(np.float16).tobytes()) for t, v in rows.items()]
+        for start in range(0, len(items), 5000):
+            pipe.hset(self.key(project, "lex"), mapping=dict(items[start : start + 5000]))
+        pipe.execute()
+
+    def lexical(self, project: int, tasks: Sequence[int]) -> dict[int, np.ndarray]:
+        raw = self.r.hmget(self.key(project, "lex"), [str(t) for t in tasks]) if tasks else []
+        return {
+            t: np.frombuffer(v, dtype=np.float16).astype(np.float32)
+            for t, v in zip(tasks, raw, strict=True)
+            if v
+        }
 
     # --- human labels, by annotation (deletes arrive as annotation ids) ---
     def set_annotation(self, project: int, annotation: int, task: int, label: str) -> None:

@@ -71,6 +71,11 @@ def with_lexical(X: np.ndarray, L: np.ndarray | None) -> np.ndarray:
     return (np.hstack([X, L]) / np.float32(np.sqrt(2))).astype(np.float32)
 
 
+def embedding_part(X: np.ndarray, dims: int) -> np.ndarray:
+    """The embedding back out of `with_lexical`'s rows (`dims` lexical columns at the end)."""
+    return X if dims <= 0 else X[:, :-dims] * np.float32(np.sqrt(2))
+
+
 def pad_lexical(V: np.ndarray, dims: int) -> np.ndarray:
     """Vectors with `dims` zero lexical columns: a prototype, which has no word statistics,
     in the pool's space, ranking by its embedding alone."""

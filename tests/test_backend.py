@@ -27,9 +27,11 @@ def store(monkeypatch) -> Store:
     r = connect(REDIS_TEST_URL)
     r.flushdb()
     app_module._backend.cache_clear()
+    jobs._warm.cache_clear()  # a worker's in-memory pools and fits belong to one test
     yield Store(r)
     r.flushdb()
     app_module._backend.cache_clear()
+    jobs._warm.cache_clear()
 
 
 @pytest.fixture
@@ -73,6 +75,7 @@ def test_targets_come_from_extra_params_over_environment(monkeypatch):
         ({"targets": ["Spaceship"]}, "Spaceship"),
         ({"strategy": "psychic"}, "psychic"),
         ({"queue_size": 0}, "queue_size"),
+        ({"lexical_dims": -1}, "lexical_dims"),
         ("{not json", "JSON"),
     ],
 )
@@ -268,3 +271,56 @@ def test_predict_compares_classes_at_different_stages_on_one_scale(client, store
     (result,) = r.json()["results"]
     assert result["result"][0]["value"]["choices"] == ["Artist"]
     assert result["score"] == 0.25  # the queue position Label Studio orders by
+
+
+VILLAGES = ["A village in Serbia.", "A hamlet in Poland.", "A village in Iran.",
+            "A town in Bavaria.", "A village in Estonia.", "An Estonian village.",
+            "A parish in Latvia.", "A small settlement in Romania."]  # fmt: skip
+
+
+def test_pool_rows_carry_the_word_statistics_and_refit_as_the_pool_grows(store):
+    cfg = resolve(7, LABEL_CONFIG, {"lexical_dims": 16})
+    tasks = [{"id": i, "data": {"text": t}} for i, t in enumerate(VILLAGES)]
+    jobs.apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": tasks})
+    pool = jobs._pool(store, cfg)
+    assert pool.X.shape == (8, 384 + 16)
+    stored = store.lexical(7, pool.ids)
+    assert set(stored) == set(pool.ids)  # /predict reads the same rows from Redis
+    lexical_part = pool.X[:, 384:] * np.sqrt(2)
+    np.testing.assert_allclose(np.stack([stored[t] for t in pool.ids]), lexical_part, atol=2e-3)
+    fitted, size = jobs._warm().lexical[7]
+    assert size == 8
+    more = [
+        {"id": 50 + i, "data": {"text": f"{t} It has a church."}} for i, t in enumerate(VILLAGES)
+    ]
+    jobs.apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": more})
+    grown = jobs._pool(store, cfg)
+    assert len(grown.ids) == 16 and jobs._warm().lexical[7][1] == 16  # refitted: grew 2x
+    assert jobs._warm().lexical[7][0] is not fitted
+    assert set(store.lexical(7, grown.ids)) == set(grown.ids)
+
+
+def test_without_lexical_columns_the_pool_is_the_embedding(store):
+    cfg = resolve(7, LABEL_CONFIG, {"lexical_dims": 0})
+    tasks = [{"id": i, "data": {"text": t}} for i, t in enumerate(VILLAGES)]
+    jobs.apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": tasks})
+    assert jobs._pool(store, cfg).X.shape == (8, 384)
+    assert store.lexical(7, list(range(8))) == {}
+
+
+def test_predict_scores_the_lexical_columns_the_worker_stored(client, store):
+    cfg = resolve(7, LABEL_CONFIG, {"targets": ["Artist", "Athlete"], "lexical_dims": 4})
+    store.save_config(cfg)
+    v = np.zeros(384, np.float32)
+    v[0] = 1.0
+    store.add_vectors(7, {5: v})
+    lex = np.array([0.5, -0.5, 0.5, 0.5], np.float32)
+    store.set_lexical(7, {5: lex}, replace=True)
+    W = np.zeros((2, 388), np.float32)
+    W[0, 384:], W[1, 384:] = -lex, lex  # equal on the embedding; only the words decide
+    model = {"model_version": "rarelabel", "targets": ["Artist", "Athlete"], "W": W.tolist(),
+             "b": [0.0, 0.0], "stages": ["linear", "linear"]}  # fmt: skip
+    store.save_model(7, model)
+    r = client.post("/predict", json={"project": "7.1", "tasks": [{"id": 5, "data": {}}]})
+    (result,) = r.json()["results"]
+    assert result["result"][0]["value"]["choices"] == ["Athlete"]
