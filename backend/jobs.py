@@ -163,12 +163,13 @@ def screen_import(store: Store, cfg: ProjectConfig, vectors: dict[int, np.ndarra
     p, X = cfg.project_id, np.stack(list(vectors.values()))
     model = store.model(p)
     linear = np.array(model["stages"]) == "linear" if model else np.zeros(0, bool)
-    lexical = _warm().lexical.get(p)
-    if linear.any() and (lexical or not cfg.lexical_dims):
+    fitted = _warm().lexical.get(p)
+    if fitted:  # in the rankers' space: the embedding and the pool's word statistics
+        texts = store.texts(p, list(vectors))
+        X = with_lexical(X, fitted[0].transform([texts.get(t, "") for t in vectors]))
+    # rankers trained on other columns (a worker restart, a changed setting) cannot score X
+    if linear.any() and len(model["W"][0]) == X.shape[1]:
         W, b = np.asarray(model["W"], np.float32), np.asarray(model["b"], np.float32)
-        if lexical:
-            texts = store.texts(p, list(vectors))
-            X = with_lexical(X, lexical[0].transform([texts.get(t, "") for t in vectors]))
         proba = class_probabilities(X @ W.T + b, linear)
         summary = summarise_probabilities(proba, targets=model["targets"], columns=linear)
         summary.pop("by_target", None)
@@ -182,7 +183,7 @@ def screen_import(store: Store, cfg: ProjectConfig, vectors: dict[int, np.ndarra
                 return {}
             semantic = embedding_part(pool.X, _lexical_columns(p))
             screen = _warm().screens[p] = OutlierScreen().fit(semantic)
-        summary, how = summarise(screen.score(X)), "outlier screen"
+        summary, how = summarise(screen.score(np.stack(list(vectors.values())))), "outlier screen"
     store.set_status(p, last_import_tasks=summary["n"],
                      last_import_likely_rare=summary["likely_rare"],
                      last_import_likely_common=summary["likely_common"])  # fmt: skip

@@ -1,11 +1,13 @@
 """Retrain + rescore of a 100k-item pool: the cost of one label in the service (issue 2).
 
-Synthetic clustered 384-d unit vectors (14 classes, 5 of them targets), 300 human labels;
+Synthetic clustered unit vectors (14 classes, 5 of them targets), 768-d by default: the
+default features (384 embedding + 384 lexical columns); `--dim 384` for the embedding
+alone. 300 human labels;
 each repetition adds one label, refits every class and ranks the queue (fit + queue(100)),
 as the worker does after an annotation. The baseline in the same run is the same refit
 from a cold start (a fresh Prioritiser each time: no warm-started logistic regressions).
 
-    python3 benchmarks/retrain_100k.py [--n 100000] [--reps 15]
+    python3 benchmarks/retrain_100k.py [--n 100000] [--reps 15] [--dim 768]
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ def main() -> None:
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--reps", type=int, default=15)
     p.add_argument("--labels", type=int, default=300)
+    p.add_argument("--dim", type=int, default=768, help="feature width (default: 384 + 384)")
     args = p.parse_args()
-    X, labels, rng = make_pool(args.n)
+    X, labels, rng = make_pool(args.n, args.dim)
     targets = [f"c{i}" for i in range(5)]
     pool = Pool(list(range(args.n)), X)
     state = LabelState(targets)
@@ -62,7 +65,7 @@ def main() -> None:
             timings["cold (baseline)"].append(time.perf_counter() - t)
     n_pseudo = sum(len(v) for v in state.pseudo_negatives.values())
     print(
-        f"pool {args.n} x 384, 5 target classes, {len(state.labels)} labels, "
+        f"pool {args.n} x {args.dim}, 5 target classes, {len(state.labels)} labels, "
         f"{n_pseudo} pseudo-negatives in all; 1 BLAS thread; {args.reps} repetitions"
     )
     for name, ts in timings.items():

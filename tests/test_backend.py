@@ -324,3 +324,22 @@ def test_predict_scores_the_lexical_columns_the_worker_stored(client, store):
     r = client.post("/predict", json={"project": "7.1", "tasks": [{"id": 5, "data": {}}]})
     (result,) = r.json()["results"]
     assert result["result"][0]["value"]["choices"] == ["Athlete"]
+
+
+@pytest.mark.parametrize("width, by_rankers", [(384 + 8, True), (384, False)])
+def test_an_import_is_screened_by_rankers_in_their_own_columns(store, width, by_rankers):
+    cfg = resolve(7, LABEL_CONFIG, {"targets": ["Artist", "Athlete"], "lexical_dims": 8})
+    tasks = [{"id": i, "data": {"text": t}} for i, t in enumerate(VILLAGES)]
+    jobs.apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": tasks})
+    jobs._pool(store, cfg)  # the worker's first fit of the word statistics
+    model = {"model_version": "rarelabel", "targets": ["Artist", "Athlete"],
+             "W": np.zeros((2, width)).tolist(), "b": [10.0, 10.0],
+             "stages": ["linear", "linear"]}  # fmt: skip
+    store.save_model(7, model)  # every task is rare to these rankers
+    late = [{"id": 100, "data": {"text": "A village in Serbia near the river."}}]
+    summary = jobs.screen_import(store, cfg, jobs.embed_tasks(store, cfg, late))
+    assert summary["n"] == 1
+    if by_rankers:
+        assert summary["likely_rare"] == 1
+    else:  # rankers of another width are skipped for the outlier screen, without a crash
+        assert summary["likely_rare"] + summary["likely_common"] == 1
