@@ -56,6 +56,7 @@ class _Warm:
     rarity: dict[int, np.ndarray] = field(default_factory=dict)  # outlier score per pool row
     screens: dict[int, OutlierScreen] = field(default_factory=dict)
     lexical: dict[int, tuple[LexicalFeatures, int]] = field(default_factory=dict)  # + pool size
+    lexical_columns: dict[int, int] = field(default_factory=dict)  # in the pool's rows now
 
 
 @lru_cache(maxsize=1)
@@ -207,26 +208,10 @@ def _pool(store: Store, cfg: ProjectConfig) -> Pool:
     if not ids:
         return Pool([], np.zeros((0, 1), np.float32))
     X = np.stack([vecs[t] for t in ids])
+    width = X.shape[1]
     if cfg.lexical_dims > 0:
-        texts = store.texts(project, ids)
-        docs = [texts.get(t, "") for t in ids]
-        lexical, fitted_at = warm.lexical.get(project, (None, 0))
-        refit = (
-            lexical is None
-            or lexical.dims != cfg.lexical_dims
-            or len(ids) >= LEXICAL_REFIT_GROWTH * fitted_at
-        )
-        if refit:
-            t0 = time.perf_counter()
-            lexical = LexicalFeatures(cfg.lexical_dims).fit(docs)
-            warm.lexical[project] = (lexical, len(ids))
-            warm.prioritisers.pop(project, None)  # new feature columns: rankers start afresh
-            log.info("project %s: lexical features fitted on %d texts in %.1fs",
-                     project, len(ids), time.perf_counter() - t0)  # fmt: skip
-        L = lexical.transform(docs)
-        known = set() if refit or cached is None else set(cached.ids)
-        store.set_lexical(project, {t: L[i] for i, t in enumerate(ids) if t not in known}, refit)
-        X = with_lexical(X, L)
+        X = _with_lexical_columns(store, cfg, ids, X, cached)
+    warm.lexical_columns[project] = X.shape[1] - width
     pool = Pool(ids, X)
     warm.pools[project] = pool
     warm.rarity.pop(project, None)  # the outlier prior is per pool row
@@ -234,10 +219,45 @@ def _pool(store: Store, cfg: ProjectConfig) -> Pool:
     return pool
 
 
+def _with_lexical_columns(
+    store: Store, cfg: ProjectConfig, ids: list[int], X: np.ndarray, cached: Pool | None
+) -> np.ndarray:
+    """The pool's rows with their lexical columns: a refit (first time, or the pool grew by
+    a quarter) featurises every text; otherwise only the new tasks' texts are read and
+    transformed, and the other rows come from the pool already in memory."""
+    warm, project = _warm(), cfg.project_id
+    lexical, fitted_at = warm.lexical.get(project, (None, 0))
+    refit = (
+        lexical is None
+        or cached is None
+        or lexical.dims != cfg.lexical_dims
+        or cached.X.shape[1] != X.shape[1] + lexical.dims  # the setting was off before
+        or len(ids) >= LEXICAL_REFIT_GROWTH * fitted_at
+    )
+    if refit:
+        t0 = time.perf_counter()
+        texts = store.texts(project, ids)
+        lexical = LexicalFeatures(cfg.lexical_dims).fit([texts.get(t, "") for t in ids])
+        warm.lexical[project] = (lexical, len(ids))
+        warm.prioritisers.pop(project, None)  # new feature columns: rankers start afresh
+        log.info("project %s: lexical features fitted on %d texts in %.1fs",
+                 project, len(ids), time.perf_counter() - t0)  # fmt: skip
+    fresh = ids if refit else [t for t in ids if t not in cached.row]
+    texts = store.texts(project, fresh)
+    L = lexical.transform([texts.get(t, "") for t in fresh])
+    store.set_lexical(project, dict(zip(fresh, L, strict=True)), replace=refit)
+    if refit:
+        return with_lexical(X, L)
+    is_new = np.array([t not in cached.row for t in ids])  # `fresh`, in the same order
+    out = np.empty((len(ids), X.shape[1] + lexical.dims), dtype=np.float32)
+    out[is_new] = with_lexical(X[is_new], L)
+    out[~is_new] = cached.X[[cached.row[t] for t in ids if t in cached.row]]
+    return out
+
+
 def _lexical_columns(project: int) -> int:
-    """How many lexical columns the project's pool rows carry (0 before the first fit)."""
-    fitted = _warm().lexical.get(project)
-    return fitted[0].dims if fitted else 0
+    """How many lexical columns the project's pool rows carry (0 when the setting is off)."""
+    return _warm().lexical_columns.get(project, 0)
 
 
 def _rarity(pool: Pool, project: int, cfg: ProjectConfig, state: LabelState) -> np.ndarray | None:

@@ -290,12 +290,22 @@ def test_pool_rows_carry_the_word_statistics_and_refit_as_the_pool_grows(store):
     np.testing.assert_allclose(np.stack([stored[t] for t in pool.ids]), lexical_part, atol=2e-3)
     fitted, size = jobs._warm().lexical[7]
     assert size == 8
+    one = [{"id": 40, "data": {"text": "A village in Serbia with a church."}}]
+    jobs.apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": one})
+    grown = jobs._pool(store, cfg)  # +1/8 < a quarter: no refit, only the new row featurised
+    assert jobs._warm().lexical[7] == (fitted, 8)
+    np.testing.assert_array_equal(grown.X[:8], pool.X)
+    expected = np.hstack(
+        [store.vectors(7, [40])[40], fitted.transform([one[0]["data"]["text"]])[0]]
+    )
+    np.testing.assert_allclose(grown.X[grown.row[40]], expected / np.sqrt(2), atol=1e-6)
+    assert 40 in store.lexical(7, [40])
     more = [
         {"id": 50 + i, "data": {"text": f"{t} It has a church."}} for i, t in enumerate(VILLAGES)
     ]
     jobs.apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": more})
     grown = jobs._pool(store, cfg)
-    assert len(grown.ids) == 16 and jobs._warm().lexical[7][1] == 16  # refitted: grew 2x
+    assert len(grown.ids) == 17 and jobs._warm().lexical[7][1] == 17  # refitted: grew 2x
     assert jobs._warm().lexical[7][0] is not fitted
     assert set(store.lexical(7, grown.ids)) == set(grown.ids)
 
@@ -306,6 +316,20 @@ def test_without_lexical_columns_the_pool_is_the_embedding(store):
     jobs.apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": tasks})
     assert jobs._pool(store, cfg).X.shape == (8, 384)
     assert store.lexical(7, list(range(8))) == {}
+
+
+def test_switching_the_lexical_setting_rebuilds_the_pool_rows(store):
+    def import_and_pool(dims: int, task_ids: range):
+        cfg = resolve(7, LABEL_CONFIG, {"lexical_dims": dims})
+        tasks = [{"id": i, "data": {"text": VILLAGES[i % 8]}} for i in task_ids]
+        jobs.apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": tasks})
+        return jobs._pool(store, cfg)
+
+    assert import_and_pool(0, range(8)).X.shape == (8, 384)
+    assert import_and_pool(16, range(8, 9)).X.shape == (9, 400)
+    assert jobs._lexical_columns(7) == 16
+    assert import_and_pool(0, range(9, 10)).X.shape == (10, 384)
+    assert jobs._lexical_columns(7) == 0
 
 
 def test_predict_scores_the_lexical_columns_the_worker_stored(client, store):
