@@ -56,8 +56,14 @@ TEST_SEED_OFFSET = 10_000  # the same-prevalence test set of random state s uses
 
 # name -> (simulate.run method, RankerConfig keyword arguments). A new variant is one line.
 # The ladder from the paper's loop to the default adds one ingredient per row.
-_PAPER = {"strategy": "adaptive", "human_weight": 1.0, "class_bandit": False, "lexical_dims": 0}
-_BANDIT = {"lexical_dims": 0}  # the loop on the embedding alone (the default until 2026-11)
+_PAPER = {
+    "strategy": "adaptive",
+    "human_weight": 1.0,
+    "class_bandit": False,
+    "lexical_dims": 0,
+    "bottom_fraction": 0.5,
+}
+_BANDIT = {"lexical_dims": 0, "bottom_fraction": 0.5}  # the default until 2026-11
 VARIANTS: dict[str, tuple[str, dict]] = {
     "random": ("random", {}),
     "tropel": ("tropel", {"lexical_dims": 0}),  # as published: fixed (embedding) features
@@ -66,10 +72,13 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "+positive": ("system", {**_PAPER, "strategy": "positive"}),  # most-likely-positive query
     "+hweight": ("system", {**_BANDIT, "class_bandit": False}),  # a human label weighs 5
     "+bandit": ("system", _BANDIT),  # the class whose picks pay asks next
-    "default": ("system", {}),  # + the pool's word statistics beside the embedding (LSA)
+    "+lexical": ("system", {"bottom_fraction": 0.5}),  # + the pool's word statistics (LSA)
+    "default": ("system", {}),  # + pseudo-negatives from the bottom 95%, not 50%
     "no_bandit": ("system", {"class_bandit": False}),
     "lexical128": ("system", {"lexical_dims": 128}),
     "no_pseudo": ("system", {"f_a": 0}),  # the default without pseudo-negatives
+    "bottom80": ("system", {"bottom_fraction": 0.8}),  # pseudo-negatives from the bottom 80%
+    "bottom100": ("system", {"bottom_fraction": 1.0}),  # ... from every unlabelled task
     "fa10": ("system", {"f_a": 10}),  # fewer pseudo-negatives than the paper's f_a = 100
     "fa30": ("system", {"f_a": 30}),
     "margin": ("system", {"strategy": "margin"}),  # the default with margin queries

@@ -27,7 +27,11 @@ class RankerConfig:
     density_beta: float = 1.0
     augment: int = 0  # synthetic positives per real one (mixup in embedding space); 0 = off
     C: float = 10.0
-    bottom_fraction: float = 0.5
+    # Pseudo-negatives come from the lowest-ranked 95% (the paper: 50%). The top 5% hold a
+    # rare class's positives; below them, the wider band brings the common classes that
+    # border the class into the sample (benchmark rows +lexical, bottom80, bottom100).
+    bottom_fraction: float = 0.95
+    keep_top: int = 300  # ... and never the top 300: on a small pool 5% is too few rows
     human_weight: float = 5.0  # weight of a human label relative to a pseudo-negative
     neighbours: int = 0  # k of the nearest-labelled-neighbour correction (measured: no gain)
     refine_top: int = 200  # candidates per class that the correction rescores
@@ -125,7 +129,7 @@ class Prioritiser:
 
         On a pool of `seals_above` rows or more, the same work runs on a working set instead:
         the labelled rows, the SEALS candidates and a fixed uniform sample of the pool (from
-        whose bottom half the pseudo-negatives are drawn), so a step never touches all rows.
+        whose bottom the pseudo-negatives are drawn), so a step never touches all rows.
         `rarity` (one outlier score per pool row, model.screening) is the exploration prior
         of classes with no positive yet.
         """
@@ -177,7 +181,7 @@ class Prioritiser:
             ranker, pseudo = fit_class_ranker(
                 pool.X, pos, neg, self.unlabelled_, previous, self.prototypes.get(target),
                 previous=self.rankers_.get(target), f_a=self.config.f_a, C=self.config.C,
-                bottom_fraction=self.config.bottom_fraction,
+                bottom_fraction=self.config.bottom_fraction, keep_top=self.config.keep_top,
                 human_weight=self.config.human_weight, augment=self.config.augment,
                 rng=self.rng,
             )  # fmt: skip

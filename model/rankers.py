@@ -100,11 +100,14 @@ def sample_pseudo_negatives(
     n: int,
     rng: np.random.Generator,
     bottom_fraction: float = 0.5,
+    keep_top: int = 0,
 ) -> np.ndarray:
-    """Draw `n` rows uniformly from the lowest-scored `bottom_fraction` of the unlabelled."""
+    """Draw `n` rows uniformly from the lowest-scored `bottom_fraction` of the unlabelled,
+    never from their `keep_top` highest-scored (on a small pool, a share is too few rows)."""
     if n <= 0 or len(unlabelled) == 0:
         return np.empty(0, dtype=np.int64)
-    n_bottom = max(1, int(len(unlabelled) * bottom_fraction))
+    n_bottom = min(int(len(unlabelled) * bottom_fraction), len(unlabelled) - keep_top)
+    n_bottom = max(1, n_bottom)
     bottom = unlabelled[np.argpartition(scores[unlabelled], n_bottom - 1)[:n_bottom]]
     return rng.choice(bottom, size=min(n, n_bottom), replace=False)
 
@@ -121,6 +124,7 @@ def fit_class_ranker(
     f_a: float = 100.0,
     C: float = 10.0,
     bottom_fraction: float = 0.5,
+    keep_top: int = 0,
     human_weight: float = 1.0,
     augment: int = 0,
     rng: np.random.Generator,
@@ -142,7 +146,9 @@ def fit_class_ranker(
     if current_scores is None:
         current_scores = centroid.score(X)
     n_pseudo = n_pseudo_negatives(len(pos), len(neg), f_a)
-    pseudo = sample_pseudo_negatives(current_scores, unlabelled, n_pseudo, rng, bottom_fraction)
+    pseudo = sample_pseudo_negatives(
+        current_scores, unlabelled, n_pseudo, rng, bottom_fraction, keep_top
+    )
     rows = np.concatenate([pos, neg, pseudo])
     y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg) + len(pseudo))])
     # A human label is worth `human_weight` pseudo-negatives: the few hard negatives a person

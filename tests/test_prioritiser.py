@@ -55,14 +55,16 @@ def test_state_pseudo_negatives_are_set_from_the_bottom_of_the_ranking(real_pool
     for t in real_pool.targets:
         pseudo = state.pseudo_negatives[t]
         wanted = n_pseudo_negatives(SEEDS_PER_TARGET, SEEDS_PER_TARGET, 100.0)
-        assert len(pseudo) == min(wanted, n_unlabelled // 2) > 0
+        cfg = prio.config
+        n_bottom = min(int(n_unlabelled * cfg.bottom_fraction), n_unlabelled - cfg.keep_top)
+        assert len(pseudo) == min(wanted, n_bottom) > 0
         assert not pseudo & set(state.labels)
         assert pseudo <= set(pool.ids)
-        # first fit: drawn from the bottom half of the centroid-of-positives ranking
+        # first fit: drawn from the bottom of the centroid-of-positives ranking
         rows = pool.rows(pseudo)
         centroid = pool.X[pool.rows(state.positives(t))].mean(axis=0)
         sim = pool.X @ (centroid / np.linalg.norm(centroid))
-        cut = np.sort(sim[prio.unlabelled_])[n_unlabelled // 2 - 1]
+        cut = np.sort(sim[prio.unlabelled_])[n_bottom - 1]
         assert np.all(sim[rows] <= cut + 1e-6)
         # and mostly not rare items of this class (never pseudo-label the positives we seek)
         assert np.sum(real_pool.labels[rows] == t) <= 1

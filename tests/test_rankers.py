@@ -238,3 +238,13 @@ def test_mixup_gives_unit_vectors_between_positives():
     np.testing.assert_allclose(np.linalg.norm(extra, axis=1), 1.0, rtol=1e-5)
     centroid = X.mean(axis=0) / np.linalg.norm(X.mean(axis=0))
     assert (extra @ centroid).mean() > (X @ centroid).mean()  # pulled inside the hull
+
+
+def test_pseudo_negatives_never_come_from_the_kept_top():
+    scores = np.arange(10, dtype=np.float32)  # row i scores i: the top rows are 9, 8, ...
+    rng = np.random.default_rng(0)
+    drawn = sample_pseudo_negatives(scores, np.arange(10), 100, rng, 0.95, keep_top=6)
+    assert sorted(drawn.tolist()) == [0, 1, 2, 3]  # 95% would be 9 rows; the top 6 stay out
+    big = np.arange(1000, dtype=np.float32)
+    wide = sample_pseudo_negatives(big, np.arange(1000), 10_000, rng, 0.95, keep_top=6)
+    assert len(wide) == 950 and wide.max() < 950  # on a large pool the share decides
