@@ -4,6 +4,9 @@ FROM python:3.11-slim
 # --build-arg TORCH="torch==2.13.0+cpu" with a CPU index to keep the image small.
 ARG TORCH="torch==2.13.0"
 WORKDIR /app
+# hnswlib (SEALS) has no wheel for this Python: it builds from source and needs a compiler.
+RUN apt-get update && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
 RUN pip install --no-cache-dir "${TORCH}"
 COPY pyproject.toml README.md ./
 COPY backend backend
