@@ -86,21 +86,23 @@ def config_from_label_studio(project: int) -> ProjectConfig:
 def embed_tasks(store: Store, cfg: ProjectConfig, tasks: list[dict]) -> dict[int, np.ndarray]:
     """Add the tasks' vectors to the pool; tasks without the text field are logged and skipped.
 
-    Returns the vectors of the tasks that were new to the pool."""
+    Every text is stored, known or not: the lexical features are fitted on them (a pool
+    from before they existed gets its texts on the next sync). Returns the vectors of the
+    tasks that were new to the pool."""
     ids = [int(t["id"]) for t in tasks if "id" in t]
     known = store.has_vectors(cfg.project_id, ids)
-    fresh: dict[int, str] = {}
+    texts: dict[int, str] = {}
     for task in tasks:
         text = (task.get("data") or {}).get(cfg.label.text_key)
         if not isinstance(text, str) or not text.strip():
             log.warning("project %s task %s: no text in field %r, skipped",
                         cfg.project_id, task.get("id"), cfg.label.text_key)  # fmt: skip
             continue
-        if int(task["id"]) not in known:
-            fresh[int(task["id"])] = text
+        texts[int(task["id"])] = text
+    store.add_texts(cfg.project_id, texts)
+    fresh = {t: text for t, text in texts.items() if t not in known}
     if not fresh:
         return {}
-    store.add_texts(cfg.project_id, fresh)
     X = _embedder().encode(list(fresh.values()), progress=len(fresh) > 1000)
     vectors = dict(zip(fresh, X, strict=True))
     store.add_vectors(cfg.project_id, vectors)

@@ -367,3 +367,12 @@ def test_an_import_is_screened_by_rankers_in_their_own_columns(store, width, by_
         assert summary["likely_rare"] == 1
     else:  # rankers of another width are skipped for the outlier screen, without a crash
         assert summary["likely_rare"] + summary["likely_common"] == 1
+
+
+def test_a_known_task_without_a_stored_text_gets_it_on_the_next_sync(store):
+    cfg = resolve(7, LABEL_CONFIG)
+    store.add_vectors(7, {3: np.ones(384, np.float32) / np.sqrt(384)})  # pooled, no text
+    assert store.texts(7, [3]) == {}
+    fresh = jobs.embed_tasks(store, cfg, [{"id": 3, "data": {"text": "A village in Iran."}}])
+    assert fresh == {}  # nothing embedded again
+    assert store.texts(7, [3]) == {3: "A village in Iran."}
