@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from model.data import Dataset, build_pool, read_csv  # noqa: E402
 from model.embedding import Embedder, SQLiteCache, default_cache_path  # noqa: E402
-from model.features import pad_lexical, pool_features, with_lexical  # noqa: E402
+from model.features import pad_prototypes, pool_features, with_lexical  # noqa: E402
 from model.prioritiser import RankerConfig, embed_prototypes  # noqa: E402
 from model.simulate import (  # noqa: E402
     f1_per_target,
@@ -189,7 +189,7 @@ def run_job(job: Job) -> dict:
     dims = config.lexical_dims
     with threadpool_limits(1):
         X, lexical = pool_features(b.X[rows], [b.data.texts[i] for i in rows], dims, job.seed)
-        protos = {t: pad_lexical(v[None], dims)[0] for t, v in b.prototypes.items()}
+        protos = pad_prototypes(b.prototypes, dims)
         res = run(X, labels, targets, seeds, b.budget, method, config, protos)
     # The label state keeps insertion order: the seeds first, then the rows asked for.
     asked = [int(r) for r in list(res.state.labels)[len(seeds) :]] if res.state else []

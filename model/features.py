@@ -83,6 +83,11 @@ def pad_lexical(V: np.ndarray, dims: int) -> np.ndarray:
     return np.hstack([V, np.zeros((len(V), dims), dtype=np.float32)]) if dims > 0 else V
 
 
+def pad_prototypes(prototypes: dict[str, np.ndarray], dims: int) -> dict[str, np.ndarray]:
+    """Each class prototype with `dims` zero lexical columns (see `pad_lexical`)."""
+    return {t: pad_lexical(v[None], dims)[0] for t, v in prototypes.items()}
+
+
 def pool_features(
     X: np.ndarray, texts: Sequence[str], dims: int, random_state: int = 0
 ) -> tuple[np.ndarray, LexicalFeatures | None]:

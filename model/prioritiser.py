@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from model.features import pad_lexical
+from model.features import pad_prototypes
 from model.labels import LabelState
 from model.neighbours import neighbour_posterior
 from model.rankers import CosineRanker, LinearRanker, class_probabilities, fit_class_ranker
@@ -85,8 +85,7 @@ def embed_prototypes(
     name is too short for word statistics, so it ranks by the embedding alone."""
     descriptions = descriptions or {}
     vecs = embedder.encode([prototype_text(t, descriptions.get(t)) for t in targets])
-    vecs = pad_lexical(vecs, lexical_dims)
-    return dict(zip(targets, vecs, strict=True))
+    return pad_prototypes(dict(zip(targets, vecs, strict=True)), lexical_dims)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from model.features import pad_lexical, pool_features, with_lexical
+from model.features import pad_prototypes, pool_features, with_lexical
 from model.labels import LabelState
 from model.prioritiser import Pool, Prioritiser, RankerConfig, embed_prototypes
 
@@ -233,7 +233,7 @@ def simulate_csv(
     # paper defines it, on the fixed embedding.
     X_sys, lexical = pool_features(X, pool.texts, config.lexical_dims, random_state)
     protos = embed_prototypes(embedder, targets)
-    sys_protos = {t: pad_lexical(v[None], config.lexical_dims)[0] for t, v in protos.items()}
+    sys_protos = pad_prototypes(protos, config.lexical_dims)
     runs = [
         run(X_sys, labels, targets, seeds, budget, m, config, sys_protos, progress=progress)
         if m == "system"
