@@ -163,13 +163,14 @@ def screen_import(store: Store, cfg: ProjectConfig, vectors: dict[int, np.ndarra
     """How many imported tasks look rare: by the trained rankers, else by outlier rarity."""
     if not vectors:
         return {}
-    p, X = cfg.project_id, np.stack(list(vectors.values()))
+    p, E = cfg.project_id, np.stack(list(vectors.values()))  # the embeddings
+    X = E  # in the rankers' space (below)
     model = store.model(p)
     linear = np.array(model["stages"]) == "linear" if model else np.zeros(0, bool)
     fitted = _warm().lexical.get(p)
     if fitted:  # in the rankers' space: the embedding and the pool's word statistics
         texts = store.texts(p, list(vectors))
-        X = with_lexical(X, fitted[0].transform([texts.get(t, "") for t in vectors]))
+        X = with_lexical(E, fitted[0].transform([texts.get(t, "") for t in vectors]))
     # rankers trained on other columns (a worker restart, a changed setting) cannot score X
     if linear.any() and len(model["W"][0]) == X.shape[1]:
         W, b = np.asarray(model["W"], np.float32), np.asarray(model["b"], np.float32)
@@ -186,7 +187,7 @@ def screen_import(store: Store, cfg: ProjectConfig, vectors: dict[int, np.ndarra
                 return {}
             semantic = embedding_part(pool.X, _lexical_columns(p))
             screen = _warm().screens[p] = OutlierScreen().fit(semantic)
-        summary, how = summarise(screen.score(np.stack(list(vectors.values())))), "outlier screen"
+        summary, how = summarise(screen.score(E)), "outlier screen"
     store.set_status(p, last_import_tasks=summary["n"],
                      last_import_likely_rare=summary["likely_rare"],
                      last_import_likely_common=summary["likely_common"])  # fmt: skip
@@ -236,24 +237,24 @@ def _with_lexical_columns(
         or cached.X.shape[1] != X.shape[1] + lexical.dims  # the setting was off before
         or len(ids) >= LEXICAL_REFIT_GROWTH * fitted_at
     )
+    is_new = np.ones(len(ids), bool) if refit else np.array([t not in cached.row for t in ids])
+    fresh = [t for t, new in zip(ids, is_new, strict=True) if new]
+    texts = store.texts(project, fresh)  # one read: a refit fits on and featurises the same
+    docs = [texts.get(t, "") for t in fresh]
     if refit:
         t0 = time.perf_counter()
-        texts = store.texts(project, ids)
-        lexical = LexicalFeatures(cfg.lexical_dims).fit([texts.get(t, "") for t in ids])
+        lexical = LexicalFeatures(cfg.lexical_dims).fit(docs)
         warm.lexical[project] = (lexical, len(ids))
         warm.prioritisers.pop(project, None)  # new feature columns: rankers start afresh
         log.info("project %s: lexical features fitted on %d texts in %.1fs",
                  project, len(ids), time.perf_counter() - t0)  # fmt: skip
-    fresh = ids if refit else [t for t in ids if t not in cached.row]
-    texts = store.texts(project, fresh)
-    L = lexical.transform([texts.get(t, "") for t in fresh])
+    L = lexical.transform(docs)
     store.set_lexical(project, dict(zip(fresh, L, strict=True)), replace=refit)
     if refit:
         return with_lexical(X, L)
-    is_new = np.array([t not in cached.row for t in ids])  # `fresh`, in the same order
     out = np.empty((len(ids), X.shape[1] + lexical.dims), dtype=np.float32)
     out[is_new] = with_lexical(X[is_new], L)
-    out[~is_new] = cached.X[[cached.row[t] for t in ids if t in cached.row]]
+    out[~is_new] = cached.X[[cached.row[t] for t, new in zip(ids, is_new, strict=True) if not new]]
     return out
 
 
