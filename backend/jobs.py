@@ -243,12 +243,14 @@ def _with_lexical_columns(
     docs = [texts.get(t, "") for t in fresh]
     if refit:
         t0 = time.perf_counter()
-        lexical = LexicalFeatures(cfg.lexical_dims).fit(docs)
+        lexical = LexicalFeatures(cfg.lexical_dims)
+        L = lexical.fit_transform(docs)
         warm.lexical[project] = (lexical, len(ids))
         warm.prioritisers.pop(project, None)  # new feature columns: rankers start afresh
         log.info("project %s: lexical features fitted on %d texts in %.1fs",
                  project, len(ids), time.perf_counter() - t0)  # fmt: skip
-    L = lexical.transform(docs)
+    else:
+        L = lexical.transform(docs)
     store.set_lexical(project, dict(zip(fresh, L, strict=True)), replace=refit)
     if refit:
         return with_lexical(X, L)

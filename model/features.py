@@ -5,7 +5,7 @@ A frozen MiniLM embedding blurs the words that separate a rare class from its ne
 analysis (TF-IDF of words and word pairs, then a truncated SVD) fitted on the pool's texts
 restores them at the cost of one fit per pool, not per label: the cheap stand-in for the
 paper's "update the features less often". benchmarks/simulate_dbpedia.py measures it
-(variant `semantic_only` is the loop without it).
+(rows `+bandit`, the loop without it, and `+lexical`).
 """
 
 from __future__ import annotations
@@ -25,12 +25,24 @@ class LexicalFeatures:
     random_state: int = 0
 
     def fit(self, texts: Sequence[str]) -> LexicalFeatures:
+        self._fit(list(texts))
+        return self
+
+    def fit_transform(self, texts: Sequence[str]) -> np.ndarray:
+        """`fit(texts).transform(texts)` with the TF-IDF of the texts computed once."""
+        texts = list(texts)
+        T = self._fit(texts)
+        if T is None or self.n_fitted_ != len(texts):  # no words, or fitted on a sample
+            return self.transform(texts)
+        return self._unit_rows(self.svd_.transform(T))
+
+    def _fit(self, texts: list[str]):
+        """Fit; return the TF-IDF matrix of the texts fitted on (None without a model)."""
         from sklearn.decomposition import TruncatedSVD
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         if self.dims < 1:
             raise ValueError(f"dims must be >= 1, got {self.dims}")
-        texts = list(texts)
         if len(texts) > self.max_docs:
             rng = np.random.default_rng(self.random_state)
             texts = [texts[i] for i in rng.choice(len(texts), self.max_docs, replace=False)]
@@ -44,18 +56,21 @@ class LexicalFeatures:
             T = self.tfidf_.fit_transform(texts)
         except ValueError:  # no word left (empty or stop-word-only texts): no lexical signal
             self.svd_ = None
-            return self
+            return None
         k = min(self.dims, T.shape[0] - 1, T.shape[1] - 1)
         self.svd_ = TruncatedSVD(k, random_state=self.random_state).fit(T) if k >= 1 else None
-        return self
+        return T if self.svd_ is not None else None
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
         """(n, dims) float32; zero-padded when the pool allowed fewer components, and a zero
         row for a text with no word the pool knows."""
-        out = np.zeros((len(texts), self.dims), dtype=np.float32)
         if getattr(self, "svd_", None) is None or len(texts) == 0:
-            return out
-        L = self.svd_.transform(self.tfidf_.transform(list(texts))).astype(np.float32)
+            return np.zeros((len(texts), self.dims), dtype=np.float32)
+        return self._unit_rows(self.svd_.transform(self.tfidf_.transform(list(texts))))
+
+    def _unit_rows(self, L: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(L), self.dims), dtype=np.float32)
+        L = L.astype(np.float32)
         norms = np.linalg.norm(L, axis=1, keepdims=True)
         out[:, : L.shape[1]] = np.divide(L, norms, out=np.zeros_like(L), where=norms > 0)
         return out
@@ -94,5 +109,5 @@ def pool_features(
     """The pool's vectors with lexical columns fitted on its texts (`dims=0`: embedding only)."""
     if dims <= 0:
         return np.asarray(X, dtype=np.float32), None
-    lexical = LexicalFeatures(dims, random_state=random_state).fit(texts)
-    return with_lexical(X, lexical.transform(texts)), lexical
+    lexical = LexicalFeatures(dims, random_state=random_state)
+    return with_lexical(X, lexical.fit_transform(texts)), lexical

@@ -37,6 +37,18 @@ def test_a_small_pool_is_zero_padded_and_a_wordless_one_gives_zeros(real_pool):
     assert not empty.transform(["the village"]).any()
 
 
+def test_fit_transform_equals_fit_then_transform(real_pool):
+    """Also on a sampled fit (max_docs) and a wordless pool, where the shortcut must not apply."""
+    for kwargs, texts in (
+        ({"dims": 32}, real_pool.texts),
+        ({"dims": 32, "max_docs": 60}, real_pool.texts),
+        ({"dims": 8}, ["the", "a", ""]),
+    ):
+        once = LexicalFeatures(**kwargs).fit_transform(texts)
+        twice = LexicalFeatures(**kwargs).fit(texts).transform(texts)
+        np.testing.assert_allclose(once, twice, atol=1e-5)
+
+
 def test_a_fit_is_deterministic(real_pool):
     a = LexicalFeatures(dims=32).fit(real_pool.texts).transform(real_pool.texts[:50])
     b = LexicalFeatures(dims=32).fit(real_pool.texts).transform(real_pool.texts[:50])
