@@ -75,6 +75,13 @@ def client_for(cfg: ProjectConfig | None):
     key = env("LABEL_STUDIO_API_KEY") or (cfg.access_token if cfg else None)
     if not url or not key:
         raise ls.LabelStudioError("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY for the backend")
+    return _client(url, key)
+
+
+@lru_cache(maxsize=8)
+def _client(url: str, key: str):
+    """One client per server and key for the worker's life: building one exchanges a personal
+    access token for an access token (a request), and the SDK refreshes that by itself."""
     return ls.make_client(url, key)
 
 
@@ -291,8 +298,9 @@ def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
     for task, label in labels.items():  # in annotation order: recent precision per class
         if task in pool.row:
             state.set_label(task, label)
-            if asked.get(task) in cfg.targets:
-                state.record_query(task, asked[task])
+            target, logit = asked.get(task, (None, None))
+            if target in cfg.targets:
+                state.record_query(task, target, logit)
     prio = _warm().prioritisers.get(p)
     if prio is None or prio.targets != cfg.targets:
         protos = embed_prototypes(_embedder(), cfg.targets, cfg.descriptions, _lexical_columns(p))
@@ -303,6 +311,7 @@ def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
     rows, _ = prio.queue(cfg.queue_size)
     queue = [int(pool.ids[r]) for r in rows]
     label_of_task = dict(zip(queue, prio.queue_targets_, strict=True))  # the class that asked
+    logit_of_task = dict(zip(queue, prio.queue_logits_.tolist(), strict=True))
     fit_seconds = time.perf_counter() - t0
 
     plan = plan_push(store.pushed(p), queue, set(labels))
@@ -314,7 +323,7 @@ def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
         cfg.model_version, cfg.label.from_name, cfg.label.to_name,
     )  # fmt: skip
     store.set_pushed(p, plan.scores)
-    store.record_asked(p, {t: label_of_task[t] for t in plan.writes})
+    store.record_asked(p, {t: (label_of_task[t], logit_of_task[t]) for t in plan.writes})
     store.save_model(p, model_json(prio, cfg))
     counts = state.counts()
     total = time.perf_counter() - t0

@@ -11,7 +11,8 @@ Keys (p = Label Studio project id):
   rl:p:ann             hash annotation id -> "task id<TAB>label" (human labels)
   rl:p:model           JSON: per-class weights, so /predict needs no worker
   rl:p:pushed          hash task id -> score last written to Label Studio
-  rl:p:asked           hash task id -> the target class that asked for it (its precision)
+  rl:p:asked           hash task id -> "class<TAB>logit": the target class that asked for it
+                       and its logit then (the class's calibration, model.class_choice)
   rl:p:status          hash of figures for /metrics
 Label Studio stays the source of truth: all of this can be rebuilt from it.
 """
@@ -192,12 +193,18 @@ class Store:
             pipe.hset(self.key(project, "pushed"), mapping={str(t): s for t, s in scores.items()})
         pipe.execute()
 
-    def record_asked(self, project: int, asked: dict[int, str]) -> None:
+    def record_asked(self, project: int, asked: dict[int, tuple[str, float]]) -> None:
         if asked:
-            self.r.hset(self.key(project, "asked"), mapping={str(t): c for t, c in asked.items()})
+            mapping = {str(t): f"{c}\t{logit!r}" for t, (c, logit) in asked.items()}
+            self.r.hset(self.key(project, "asked"), mapping=mapping)
 
-    def asked(self, project: int) -> dict[int, str]:
-        return {int(t): c.decode() for t, c in self.r.hgetall(self.key(project, "asked")).items()}
+    def asked(self, project: int) -> dict[int, tuple[str, float | None]]:
+        """Task -> (class that asked, its logit then; None if stored before logits were)."""
+        out: dict[int, tuple[str, float | None]] = {}
+        for t, value in self.r.hgetall(self.key(project, "asked")).items():
+            c, _, logit = value.decode().partition("\t")
+            out[int(t)] = (c, float(logit) if logit else None)
+        return out
 
     def set_status(self, project: int, **fields: float | str) -> None:
         self.r.hset(self.key(project, "status"), mapping=fields)

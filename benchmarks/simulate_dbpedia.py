@@ -59,26 +59,32 @@ TEST_SEED_OFFSET = 10_000  # the same-prevalence test set of random state s uses
 _PAPER = {
     "strategy": "adaptive",
     "human_weight": 1.0,
-    "class_bandit": False,
+    "class_choice": "probability",
     "lexical_dims": 0,
     "bottom_fraction": 0.5,
 }
-_BANDIT = {"lexical_dims": 0, "bottom_fraction": 0.5}  # the default until 2026-11
+# the default until 2026-11: the class bandit over its last 20 picks, human labels weigh 5
+_BANDIT = {"class_choice": "bandit", "precision_window": 20, "human_weight": 5.0}
 VARIANTS: dict[str, tuple[str, dict]] = {
     "random": ("random", {}),
     "tropel": ("tropel", {"lexical_dims": 0}),  # as published: fixed (embedding) features
     "tropel_lex": ("tropel", {}),  # tropel on the default's features: what the loop adds
     "paper": ("system", _PAPER),  # adaptive query, pseudo-negatives, f_a = 100
     "+positive": ("system", {**_PAPER, "strategy": "positive"}),  # most-likely-positive query
-    "+hweight": ("system", {**_BANDIT, "class_bandit": False}),  # a human label weighs 5
-    "+bandit": ("system", _BANDIT),  # the class whose picks pay asks next
-    "+lexical": ("system", {"bottom_fraction": 0.5}),  # + the pool's word statistics (LSA)
-    "default": ("system", {}),  # + pseudo-negatives from the bottom 95%, not 50%
-    "no_bandit": ("system", {"class_bandit": False}),
+    "+hweight": ("system", {**_PAPER, "strategy": "positive", "human_weight": 5.0}),
+    "+bandit": ("system", {**_BANDIT, "lexical_dims": 0, "bottom_fraction": 0.5}),
+    "+lexical": ("system", {**_BANDIT, "bottom_fraction": 0.5}),  # + the pool's words (LSA)
+    "+bottom95": ("system", {**_BANDIT, "bottom_fraction": 0.95}),  # + a wider negative band
+    # + the class chosen by its first choice's logit, calibrated per class
+    "+calibrated": ("system", {**_BANDIT, "class_choice": "calibrated", "bottom_fraction": 0.95}),
+    "default": ("system", {}),  # + retuned: 40 picks, the bottom 99%, human weight 2
+    "bandit": ("system", {"class_choice": "bandit"}),  # the default with the Beta bandit
+    "probability": ("system", {"class_choice": "probability"}),  # ... by raw probability
+    "hweight5": ("system", {"human_weight": 5.0}),
+    "bottom95": ("system", {"bottom_fraction": 0.95}),
     "lexical128": ("system", {"lexical_dims": 128}),
     "no_pseudo": ("system", {"f_a": 0}),  # the default without pseudo-negatives
     "bottom80": ("system", {"bottom_fraction": 0.8}),  # pseudo-negatives from the bottom 80%
-    "bottom100": ("system", {"bottom_fraction": 1.0}),  # ... from every unlabelled task
     "fa10": ("system", {"f_a": 10}),  # fewer pseudo-negatives than the paper's f_a = 100
     "fa30": ("system", {"f_a": 30}),
     "margin": ("system", {"strategy": "margin"}),  # the default with margin queries
@@ -405,6 +411,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--seeds", type=int, default=3, help="random states 0..N-1 (default 3)")
+    p.add_argument(
+        "--first-seed", type=int, default=0, help="start the random states here (held-out checks)"
+    )
     p.add_argument("--prevalences", default=",".join(map(str, PREVALENCES)))
     p.add_argument("--budget", type=int, default=300)
     p.add_argument(
@@ -445,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [
         Job(p, s, v, t)
         for p in args.prevalences
-        for s in range(args.seeds)
+        for s in range(args.first_seed, args.first_seed + args.seeds)
         for v in args.variants
         for t in per_run
     ]
@@ -471,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": TARGETS,
         "budget": args.budget,
         "initial_positives": INITIAL,
-        "seeds": list(range(args.seeds)),
+        "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
         "split": {"seed": SPLIT_SEED, "test_fraction": TEST_FRACTION, "stratified": True},
         "variants": {
             v: {"method": VARIANTS[v][0], "config": VARIANTS[v][1]} for v in args.variants

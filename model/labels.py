@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 TaskId = Hashable
 
 
@@ -21,6 +23,7 @@ class LabelState:
     labels: dict[TaskId, str] = field(default_factory=dict)
     pseudo_negatives: dict[str, set[TaskId]] = field(default_factory=dict)
     asked_by: dict[TaskId, str] = field(default_factory=dict)  # in the order asked
+    asked_score: dict[TaskId, float] = field(default_factory=dict)  # the asker's logit then
 
     def __post_init__(self) -> None:
         if not self.targets:
@@ -48,10 +51,25 @@ class LabelState:
         self._check(target)
         self.pseudo_negatives[target] = set(tasks).difference(self.labels)
 
-    def record_query(self, task: TaskId, target: str) -> None:
+    def record_query(self, task: TaskId, target: str, score: float | None = None) -> None:
+        """`score`: the asking class's logit for the task when it asked (its calibration)."""
         self._check(target)
         self.asked_by.pop(task, None)
         self.asked_by[task] = target
+        if score is None:
+            self.asked_score.pop(task, None)
+        else:
+            self.asked_score[task] = float(score)
+
+    def recent_asks(self, target: str, window: int) -> tuple[np.ndarray, np.ndarray]:
+        """(logits when asked, hits) of the last `window` labelled queries of this class that
+        carry a logit."""
+        asked = [
+            t for t, c in self.asked_by.items()
+            if c == target and t in self.labels and t in self.asked_score
+        ][-window:]  # fmt: skip
+        logits = np.array([self.asked_score[t] for t in asked], dtype=np.float64)
+        return logits, np.array([self.labels[t] == target for t in asked], dtype=np.float64)
 
     def recent_hits(self, target: str, window: int) -> tuple[int, int]:
         """(positives, labelled) among the last `window` labelled tasks this class asked for."""

@@ -12,11 +12,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from model.class_choice import beta_choice, calibrated_choice
 from model.features import pad_prototypes
 from model.labels import LabelState
 from model.neighbours import neighbour_posterior
 from model.rankers import CosineRanker, LinearRanker, class_probabilities, fit_class_ranker
 from model.strategies import UNCERTAINTY, ClassContext, combine, get_strategy
+
+CLASS_CHOICES = ("calibrated", "bandit", "probability")
 
 
 @dataclass
@@ -27,19 +30,23 @@ class RankerConfig:
     density_beta: float = 1.0
     augment: int = 0  # synthetic positives per real one (mixup in embedding space); 0 = off
     C: float = 10.0
-    # Pseudo-negatives come from the lowest-ranked 95% (the paper: 50%). The top 5% hold a
-    # rare class's positives; below them, the wider band brings the common classes that
-    # border the class into the sample (benchmark rows +lexical, bottom80, bottom100).
-    bottom_fraction: float = 0.95
-    keep_top: int = 300  # ... and never the top 300: on a small pool 5% is too few rows
-    human_weight: float = 5.0  # weight of a human label relative to a pseudo-negative
+    # Pseudo-negatives come from the lowest-ranked 99% (the paper: 50%), never from the top
+    # 300 rows. The top holds a rare class's positives; below it, the wide band brings the
+    # common classes that border the class into the sample (benchmark rows +lexical,
+    # +bottom95, bottom80, bottom95).
+    bottom_fraction: float = 0.99
+    keep_top: int = 300  # on a small pool the top 1% is too few rows
+    human_weight: float = 2.0  # weight of a human label relative to a pseudo-negative
     neighbours: int = 0  # k of the nearest-labelled-neighbour correction (measured: no gain)
     refine_top: int = 200  # candidates per class that the correction rescores
-    # Which class asks next: the one whose recent picks paid best (a bandit over classes);
-    # without it, the class whose head is most probable.
-    class_bandit: bool = True
-    precision_window: int = 20  # recent picks per class that estimate its precision
+    # Which class asks first (model.class_choice): "calibrated" (its first choice's logit
+    # through a per-class Platt offset), "bandit" (its recent precision) or "probability"
+    # (its first choice's probability as the ranker gives it).
+    class_choice: str = "calibrated"
+    precision_window: int = 40  # recent picks per class that estimate its precision
     precision_prior: tuple[float, float] = (4.5, 0.5)  # Beta prior: optimistic, worth 5 picks
+    offset_prior_sd: float = 1.5  # prior sd of the Platt offsets
+    thompson: bool = True  # draw the class from its posterior (explore); False: the mean
     # SEALS (Coleman et al. 2020) on large pools: candidates are the unlabelled k nearest
     # neighbours of labelled items (and of the class prototypes), found with an HNSW index.
     seals_k: int = 100
@@ -63,6 +70,10 @@ class RankerConfig:
             raise ValueError(f"f_a must be >= 0, got {self.f_a}")
         if self.lexical_dims < 0:
             raise ValueError(f"lexical_dims must be >= 0, got {self.lexical_dims}")
+        if self.class_choice not in CLASS_CHOICES:
+            raise ValueError(
+                f"unknown class_choice {self.class_choice!r}; choose from {list(CLASS_CHOICES)}"
+            )
         if not 0 < self.bottom_fraction <= 1:
             raise ValueError(f"bottom_fraction must be in (0, 1], got {self.bottom_fraction}")
 
@@ -198,15 +209,9 @@ class Prioritiser:
                     blend = blend_prior(self.scores_[:, j], rarity, self.config.outlier_prior)
                     self.scores_[:, j] = 2 * blend - 1
         self.ids_ = list(pool.ids)
-        a, b = self.config.precision_prior
-        hits = [state.recent_hits(t, self.config.precision_window) for t in self.targets]
-        # The queue is ordered by each class's posterior mean precision (stable between fits,
-        # so few predictions change); the head comes from a Thompson draw, so one early miss
-        # does not shut a class out for good.
-        on = self.config.class_bandit
-        self.class_precision_ = np.array([(a + h) / (a + b + n) if on else 0.0 for h, n in hits])
-        draws = [self.rng.beta(a + h, b + n - h) for h, n in hits] if on else [0.0]
-        self.head_class_ = int(np.argmax(draws)) if on else None
+        window = self.config.precision_window
+        self.hits_ = [state.recent_hits(t, window) for t in self.targets]
+        self.asks_ = [state.recent_asks(t, window) for t in self.targets]
         return self
 
     def score(self, X: np.ndarray) -> np.ndarray:
@@ -232,6 +237,7 @@ class Prioritiser:
                 replace(c, density=density, beta=self.config.density_beta) for c in contexts
             ]
         keys = [strategy(logits[:, j], ctx) for j, ctx in enumerate(contexts)]
+        self._choose_class(keys, logits)
         k = len(self.targets)
         order, ranks, classes = combine(
             keys, n + k, tiebreak=-P.max(axis=1), class_order=-self.class_precision_
@@ -243,8 +249,27 @@ class Prioritiser:
             order, ranks, classes = order[keep], ranks[keep], classes[keep]
         order, ranks, classes = order[:n], ranks[:n], classes[:n]
         self.queue_targets_ = [self.targets[c] for c in classes]
+        self.queue_logits_ = logits[order, classes]  # each row's logit for the class asking
         rows = cand[order]
         return (rows if self.view_ is None else self.view_[rows]), ranks
+
+    def _choose_class(self, keys: list[np.ndarray], logits: np.ndarray) -> None:
+        """`head_class_`, whose first choice goes first, and `class_precision_`, which orders
+        the classes in the rest of the queue (see model.class_choice)."""
+        choice = self.config.class_choice
+        if choice == "bandit":
+            prior = self.config.precision_prior
+            self.class_precision_, self.head_class_ = beta_choice(
+                self.hits_, prior, self.rng if self.config.thompson else None
+            )
+        elif choice == "calibrated" and len(logits):
+            heads = logits[[int(np.argmin(k)) for k in keys], np.arange(len(keys))]
+            sd = self.config.offset_prior_sd
+            self.class_precision_, self.head_class_ = calibrated_choice(
+                heads, self.asks_, sd, self.rng if self.config.thompson else None
+            )
+        else:  # the most probable head first (combine's tiebreak)
+            self.class_precision_, self.head_class_ = np.zeros(len(keys)), None
 
     def density(self, rows: np.ndarray, chunk: int = 65536) -> np.ndarray:
         """Mean cosine similarity of each row to the rows given, in O(n·d), not O(n²).

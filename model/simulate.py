@@ -34,7 +34,7 @@ def tropel_config(config: RankerConfig) -> RankerConfig:
     """Patterson et al. 2015: a linear model on human labels only, asking for its top-scored
     item (across classes: the most probable class head), none of our additions."""
     return RankerConfig(
-        f_a=0, strategy="positive", C=config.C, human_weight=1.0, class_bandit=False,
+        f_a=0, strategy="positive", C=config.C, human_weight=1.0, class_choice="probability",
         outlier_prior=0.0, lexical_dims=0, random_state=config.random_state,
     )  # fmt: skip
 
@@ -92,7 +92,7 @@ def run(
             if len(rows) == 0:
                 break
             row = int(rows[0])
-            state.record_query(row, prio.queue_targets_[0])
+            state.record_query(row, prio.queue_targets_[0], prio.queue_logits_[0])
         state.set_label(row, str(labels[row]))
         n_found += bool(is_rare[row])
         found.append(n_found)

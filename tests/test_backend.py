@@ -278,6 +278,12 @@ VILLAGES = ["A village in Serbia.", "A hamlet in Poland.", "A village in Iran.",
             "A parish in Latvia.", "A small settlement in Romania."]  # fmt: skip
 
 
+def test_the_asking_class_is_stored_with_its_logit(store):
+    store.record_asked(7, {1: ("Company", 2.5), 2: ("Artist", -0.125)})
+    store.r.hset(store.key(7, "asked"), "3", "Athlete")  # written before logits were stored
+    assert store.asked(7) == {1: ("Company", 2.5), 2: ("Artist", -0.125), 3: ("Athlete", None)}
+
+
 def test_pool_rows_carry_the_word_statistics_and_refit_as_the_pool_grows(store):
     cfg = resolve(7, LABEL_CONFIG, {"lexical_dims": 16})
     tasks = [{"id": i, "data": {"text": t}} for i, t in enumerate(VILLAGES)]

@@ -154,6 +154,10 @@ def test_label_all_tasks_serves_rare_items_first(stack):
         return metric(m.text, "rarelabel_rare_positives_found", labels)
 
     wait_for(lambda: positives_metric() == N_SEEDS + found, 60, "metrics after the last label")
+    # every task served was asked for by the target, with the logit it had then (the class's
+    # calibration in model.class_choice)
+    asked = store.asked(pid)
+    assert all(asked[t][0] == TARGET and np.isfinite(asked[t][1]) for t in served)
     assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "UP"
 
     before = (store.labels(pid), store.pending_events(pid), store.pushed(pid))

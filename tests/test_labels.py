@@ -121,3 +121,19 @@ def test_recent_hits_count_only_the_last_labelled_queries_of_a_class():
     assert state.recent_hits("b", window=10) == (1, 1)
     with pytest.raises(KeyError):
         state.record_query(6, "zebra")
+
+
+def test_recent_asks_carry_the_logit_the_class_had_when_it_asked():
+    state = LabelState(["a", "b"])
+    for task, asked, logit, label in [
+        (1, "a", 2.0, "a"), (2, "a", None, "x"), (3, "a", -1.0, "x"), (4, "b", 0.5, "b"),
+    ]:  # fmt: skip
+        state.record_query(task, asked, logit)
+        state.set_label(task, label)
+    state.record_query(5, "a", 9.0)  # asked, not labelled yet: no evidence
+    logits, hits = state.recent_asks("a", window=10)
+    np.testing.assert_array_equal(logits, [2.0, -1.0])  # task 2 has no logit: left out
+    np.testing.assert_array_equal(hits, [1.0, 0.0])
+    assert state.recent_asks("a", window=1)[0].tolist() == [-1.0]
+    state.record_query(3, "a")  # asked again without a logit: the old one is forgotten
+    assert state.recent_asks("a", window=10)[0].tolist() == [2.0]
