@@ -1,17 +1,21 @@
 """Which class asks next: every class has a first choice, and one of them goes first.
 
-The loop's misses are choices of class, not of item: on dbpedia14, at every one of the 36
-misses of two runs some other class's first choice was a rare item. Two estimates of how
-likely a class's first choice is a positive, each drawn from (Thompson sampling) so that an
-early miss does not shut a class out:
+The loop's misses are choices of class, not of item: tracing two dbpedia14 runs of the
+Beta bandit, at each of its 36 misses some other class's first choice was a rare item. Two
+estimates of how likely a class's first choice is a positive, each drawn from (Thompson
+sampling) so that an early miss does not shut a class out:
 
 - `bandit`: the class's recent precision, Beta(prior + hits, misses) over its last picks.
   It cannot see a class running dry until the misses come.
-- `calibrated`: the class's own logit for its first choice, through a per-class Platt
-  offset, P(hit) = σ(logit + b), fitted on the logits the class had when it asked before.
-  A class's logits are not comparable with another's (class weights, human weights, a
-  hard class's scores run high); the offset is what makes them so. A class that has found
-  its positives shows it at once: its first choice's logit drops.
+- `calibrated` (the default): the class's own logit for its first choice, through a Platt
+  calibration P(hit) = σ(a·logit + b_c), fitted on the logits the classes' recent picks
+  had when they were asked for (one slope, an offset per class). A class's logits are not
+  comparable with another's (class weights, human weights, a hard class's scores run
+  high); the offset is what makes them so. A class that has found its positives shows it
+  at once: its first choice's logit drops.
+
+On 16 dbpedia14 pools the calibrated choice (with the retuned defaults) found more positives
+than the bandit on 13 and as many on 3 (README, "Benchmark").
 """
 
 from __future__ import annotations
