@@ -103,6 +103,28 @@ def test_queue_never_returns_labelled_rows_while_labelling(real_pool):
     assert found >= 5 * random_expectation
 
 
+@pytest.mark.parametrize("choice", ["calibrated", "bandit", "probability"])
+def test_each_queued_row_carries_the_asking_class_and_its_logit(real_pool, choice):
+    """What the class choice learns from: the queue says which class asked for each row and
+    the logit that class gave it; recorded with the label, it calibrates the next choice."""
+    pool = Pool(real_pool.ids, real_pool.X)
+    state = seeded_state(real_pool, seed=2)
+    cfg = RankerConfig(random_state=2, class_choice=choice)
+    prio = Prioritiser(list(real_pool.targets), cfg, real_pool.prototypes)
+    for _ in range(8):
+        rows, _ = prio.fit(pool, state).queue(10)
+        P = prio._probability(prio.score(pool.X[rows]))
+        cls = [prio.targets.index(t) for t in prio.queue_targets_]
+        expected = np.log(P[np.arange(len(rows)), cls] / (1 - P[np.arange(len(rows)), cls]))
+        np.testing.assert_allclose(prio.queue_logits_, expected, rtol=1e-3, atol=1e-3)
+        assert len(prio.class_precision_) == len(prio.targets)
+        head = int(rows[0])
+        state.record_query(pool.ids[head], prio.queue_targets_[0], prio.queue_logits_[0])
+        state.set_label(pool.ids[head], str(real_pool.labels[head]))
+    asked = [state.recent_asks(t, 40) for t in prio.targets]
+    assert sum(len(logits) for logits, _ in asked) == 8
+
+
 def test_predict_names_a_target_with_a_score_in_0_1(real_pool, fitted):
     _, _, prio = fitted
     names, scores = prio.predict(real_pool.X_test)
