@@ -124,8 +124,11 @@ def test_label_all_tasks_serves_rare_items_first(stack):
         return metric(m, "rarelabel_pool_size", {"project": str(pid)}) == N_TASKS
 
     wait_for(ranked, 420, "the first ranking of the pool", every=2)
-    views = [v.data.get("title") for v in client.views.list(project=pid)]
-    assert "Likely rare first" in views
+
+    def tab_created() -> bool:  # the worker configures the project right after its first push
+        return "Likely rare first" in [v.data.get("title") for v in client.views.list(project=pid)]
+
+    wait_for(tab_created, 60, "the 'Likely rare first' tab")
 
     rng = np.random.default_rng(3)
     positives = [t for t, lab in truth.items() if lab == TARGET]
