@@ -22,26 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
-
-
-def platt_offset(
-    logits: np.ndarray, hits: np.ndarray, prior_sd: float = 1.5, iters: int = 25
-) -> tuple[float, float]:
-    """MAP offset b of P(hit | logit) = σ(logit + b) under a N(0, prior_sd²) prior, and the
-    standard deviation of its Laplace posterior. No evidence: (0, prior_sd)."""
-    b, precision = 0.0, 1.0 / prior_sd**2
-    h = precision
-    for _ in range(iters):
-        p = _sigmoid(logits + b)
-        h = float(np.sum(p * (1 - p))) + precision
-        step = (float(np.sum(hits - p)) - b * precision) / h
-        b += step
-        if abs(step) < 1e-6:
-            break
-    return b, 1.0 / np.sqrt(h)
+from model.rankers import sigmoid
 
 
 def beta_choice(
@@ -75,7 +56,7 @@ def platt_fit(
     theta = np.zeros(k + 1)  # Newton from p = 1/2: from saturated logits its steps explode
     H = np.diag(prior_prec)
     for _ in range(iters):
-        p = _sigmoid(theta[0] * logits + theta[1 + cls])
+        p = sigmoid(theta[0] * logits + theta[1 + cls])
         r, w = hits - p, p * (1 - p)
         g = -prior_prec * (theta - prior_mean)
         g[0] += np.sum(r * logits)
@@ -104,7 +85,7 @@ def calibrated_choice(
 
     `asks[j]`: class j's earlier (logit when asked, hit) pairs."""
     theta, cov = platt_fit(asks, offset_sd)
-    mean = _sigmoid(theta[0] * head_logits + theta[1:])
+    mean = sigmoid(theta[0] * head_logits + theta[1:])
     if rng is None:
         return mean, int(np.argmax(mean))
     draw = rng.multivariate_normal(theta, cov, method="cholesky")

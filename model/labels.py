@@ -64,18 +64,22 @@ class LabelState:
     def recent_asks(self, target: str, window: int) -> tuple[np.ndarray, np.ndarray]:
         """(logits when asked, hits) of the last `window` labelled queries of this class that
         carry a logit."""
-        asked = [
-            t for t, c in self.asked_by.items()
-            if c == target and t in self.labels and t in self.asked_score
-        ][-window:]  # fmt: skip
+        asked = self._recent(target, window, scored=True)
         logits = np.array([self.asked_score[t] for t in asked], dtype=np.float64)
         return logits, np.array([self.labels[t] == target for t in asked], dtype=np.float64)
 
     def recent_hits(self, target: str, window: int) -> tuple[int, int]:
         """(positives, labelled) among the last `window` labelled tasks this class asked for."""
-        asked = [t for t, c in self.asked_by.items() if c == target and t in self.labels]
-        recent = asked[-window:]
+        recent = self._recent(target, window)
         return sum(self.labels[t] == target for t in recent), len(recent)
+
+    def _recent(self, target: str, window: int, scored: bool = False) -> list[TaskId]:
+        """The last `window` labelled tasks this class asked for (with a logit, if `scored`)."""
+        asked = [
+            t for t, c in self.asked_by.items()
+            if c == target and t in self.labels and (not scored or t in self.asked_score)
+        ]  # fmt: skip
+        return asked[-window:]
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {

@@ -209,9 +209,12 @@ class Prioritiser:
                     blend = blend_prior(self.scores_[:, j], rarity, self.config.outlier_prior)
                     self.scores_[:, j] = 2 * blend - 1
         self.ids_ = list(pool.ids)
-        window = self.config.precision_window
-        self.hits_ = [state.recent_hits(t, window) for t in self.targets]
-        self.asks_ = [state.recent_asks(t, window) for t in self.targets]
+        window, choice = self.config.precision_window, self.config.class_choice
+        # the evidence the class choice reads (model.class_choice), and only that
+        if choice == "bandit":
+            self.hits_ = [state.recent_hits(t, window) for t in self.targets]
+        elif choice == "calibrated":
+            self.asks_ = [state.recent_asks(t, window) for t in self.targets]
         return self
 
     def score(self, X: np.ndarray) -> np.ndarray:

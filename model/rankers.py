@@ -82,11 +82,15 @@ class LinearRanker:
         return X @ self.coef_ + np.float32(self.intercept_)
 
 
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function, clipped so that a large margin cannot overflow."""
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
+
+
 def class_probabilities(scores: np.ndarray, linear: np.ndarray) -> np.ndarray:
     """(n, k) scores of k classes on one [0, 1] scale, so classes at different stages compare:
     a linear class's margin through a sigmoid, a cosine class's similarity from [-1, 1]."""
-    margin = 1.0 / (1.0 + np.exp(-np.clip(scores, -30, 30)))
-    return np.where(np.asarray(linear, dtype=bool), margin, (scores + 1) / 2)
+    return np.where(np.asarray(linear, dtype=bool), sigmoid(scores), (scores + 1) / 2)
 
 
 def n_pseudo_negatives(n_pos: int, n_neg: int, f_a: float) -> int:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.rankers import sigmoid
+
 
 @dataclass(frozen=True)
 class ClassContext:
@@ -44,7 +46,7 @@ def entropy(scores: np.ndarray, ctx: ClassContext) -> np.ndarray:
     and as the base of information density."""
     if not ctx.linear:
         return most_likely_positive(scores, ctx)
-    p = 1.0 / (1.0 + np.exp(-np.clip(scores, -30, 30)))
+    p = sigmoid(scores)
     h = -(p * np.log(p + 1e-12) + (1 - p) * np.log(1 - p + 1e-12))
     return -h
 
