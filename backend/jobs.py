@@ -29,7 +29,7 @@ from backend.store import RedisVectorCache, Store, connect
 from model.embedding import Embedder
 from model.features import LexicalFeatures, embedding_part, with_lexical
 from model.labels import LabelState
-from model.prioritiser import Pool, Prioritiser, RankerConfig, embed_prototypes
+from model.prioritiser import LARGE_POOL, Pool, Prioritiser, RankerConfig, embed_prototypes
 from model.rankers import class_probabilities
 from model.screening import OutlierScreen, summarise, summarise_probabilities
 
@@ -208,7 +208,7 @@ def _pool(store: Store, cfg: ProjectConfig) -> Pool:
 
     With `lexical_dims`, each row is the embedding plus the pool's word statistics
     (model.features), refitted when the pool has grown by a quarter; the rows go to Redis
-    too, so /predict scores a task as the worker does."""
+    too, so /predict scores a task as the worker does. A large pool is kept as float16."""
     warm, project = _warm(), cfg.project_id
     cached = warm.pools.get(project)
     if cached is not None and len(cached.ids) == store.pool_size(project):
@@ -222,7 +222,7 @@ def _pool(store: Store, cfg: ProjectConfig) -> Pool:
     if cfg.lexical_dims > 0:
         X = _with_lexical_columns(store, cfg, ids, X, cached)
     warm.lexical_columns[project] = X.shape[1] - width
-    pool = Pool(ids, X)
+    pool = Pool(ids, X, compact=len(ids) >= LARGE_POOL)
     warm.pools[project] = pool
     warm.rarity.pop(project, None)  # the outlier prior is per pool row
     warm.screens.pop(project, None)

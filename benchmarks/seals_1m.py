@@ -69,16 +69,6 @@ def make_pool(n: int, dim: int, n_clusters: int, rare: int, rare_share: float, s
     return X, cluster
 
 
-def full_scores(X, w, chunk: int = 65536):
-    """X (float16) @ w in float32 chunks."""
-    import numpy as np
-
-    out = np.empty(len(X), dtype=np.float32)
-    for s in range(0, len(X), chunk):
-        out[s : s + chunk] = X[s : s + chunk].astype(np.float32) @ w
-    return out
-
-
 def exact_knn(X, Q, k: int, chunk: int = 65536):
     """Brute-force top-k rows by inner product (Q float32, X float16 in chunks)."""
     import numpy as np
@@ -127,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from model import seals
+    from model.rankers import project  # X (float16) @ w in float32 chunks, as the service does
 
     M = args.M or seals.DEFAULT_M
     efc = args.ef_construction or seals.DEFAULT_EF_CONSTRUCTION
@@ -201,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         t_seals.append(time.perf_counter() - t)
 
         t = time.perf_counter()
-        full = full_scores(X, w)
+        full = project(X, w)
         full[~unlabelled] = -np.inf
         best = int(np.argmax(full))
         t_full.append(time.perf_counter() - t)

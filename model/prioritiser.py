@@ -16,10 +16,19 @@ from model.class_choice import beta_choice, calibrated_choice
 from model.features import pad_prototypes
 from model.labels import LabelState
 from model.neighbours import neighbour_posterior
-from model.rankers import CosineRanker, LinearRanker, class_probabilities, fit_class_ranker
+from model.rankers import (
+    CosineRanker,
+    LinearRanker,
+    class_probabilities,
+    fit_class_ranker,
+    project,
+)
 from model.strategies import UNCERTAINTY, ClassContext, combine, get_strategy
 
 CLASS_CHOICES = ("calibrated", "bandit", "probability")
+# From this many tasks a pool is "large": its vectors are stored as float16 (`Pool.compact`)
+# and each step ranks a SEALS working set instead of every row.
+LARGE_POOL = 200_000
 
 
 @dataclass
@@ -50,7 +59,7 @@ class RankerConfig:
     # SEALS (Coleman et al. 2020) on large pools: candidates are the unlabelled k nearest
     # neighbours of labelled items (and of the class prototypes), found with an HNSW index.
     seals_k: int = 100
-    seals_above: int = 200_000  # pool size from which SEALS is used; 0 = always
+    seals_above: int = LARGE_POOL  # pool size from which SEALS is used; 0 = always
     seals_sample: int = 20_000  # a uniform sample that stands in for the pool's ranking
     # A class with no positive yet ranks by its prototype blended with the pool's outlier
     # rarity (benchmarks/screening_prior.py: +30% recall at zero labels with LOF at 0.05).
@@ -101,16 +110,22 @@ def embed_prototypes(
 
 @dataclass
 class Pool:
-    """Vectors of every task, with the task ids in row order."""
+    """Vectors of every task, with the task ids in row order.
+
+    `compact` stores them as float16: half the memory (1M rows × 768 columns in 1.4 GiB
+    instead of 2.9), at a precision far finer than the rankers need. Every product with
+    the whole pool then runs in float32 chunks (`model.rankers.project`)."""
 
     ids: list[Hashable]
     X: np.ndarray
+    compact: bool = False
     row: dict[Hashable, int] = field(init=False)
 
     def __post_init__(self) -> None:
         if len(self.ids) != len(self.X):
             raise ValueError(f"{len(self.ids)} ids for {len(self.X)} vectors")
-        self.X = np.ascontiguousarray(self.X, dtype=np.float32)
+        dtype = np.float16 if self.compact else np.float32
+        self.X = np.ascontiguousarray(self.X, dtype=dtype)
         self.row = {t: i for i, t in enumerate(self.ids)}
         if len(self.row) != len(self.ids):
             raise ValueError("task ids in a pool must be unique")
@@ -148,6 +163,7 @@ class Prioritiser:
             return self._fit(pool, state, rarity)
         rows = self._seals_rows(pool, state)
         self.view_ = rows
+        # float32 even from a compact pool: the working set is small, and converted once
         view = Pool([pool.ids[i] for i in rows], pool.X[rows])
         return self._fit(view, state, None if rarity is None else rarity[rows])
 
@@ -220,8 +236,7 @@ class Prioritiser:
     def score(self, X: np.ndarray) -> np.ndarray:
         """(n, k) per-class scores; one matrix product for all classes."""
         W = np.stack([self.rankers_[t].weights[0] for t in self.targets], axis=1)
-        b = np.array([self.rankers_[t].weights[1] for t in self.targets], dtype=np.float32)
-        return X @ W + b
+        return project(X, W, [self.rankers_[t].weights[1] for t in self.targets])
 
     def queue(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The `n` unlabelled rows most wanted next, in order, with their best per-class rank."""
@@ -279,10 +294,10 @@ class Prioritiser:
 
         For unit vectors, mean_j cos(x, x_j) = x · mean_j x_j; computed in float32 chunks.
         """
-        centre = self.X_[rows].mean(axis=0)
+        centre = self.X_[rows].mean(axis=0, dtype=np.float32)
         out = np.empty(len(rows), dtype=np.float32)
         for s in range(0, len(rows), chunk):
-            out[s : s + chunk] = self.X_[rows[s : s + chunk]] @ centre
+            out[s : s + chunk] = project(self.X_[rows[s : s + chunk]], centre)
         return out
 
     def _refine(self, P: np.ndarray, cand: np.ndarray, m: int) -> None:

@@ -13,6 +13,18 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 
+def project(X: np.ndarray, W: np.ndarray, b=0.0, chunk: int = 65536) -> np.ndarray:
+    """`X @ W + b` in float32. A compact (float16) pool is converted chunk by chunk, so a
+    product over a million rows never holds a float32 copy of them all."""
+    W, b = np.asarray(W, dtype=np.float32), np.asarray(b, dtype=np.float32)
+    if X.dtype == np.float32:
+        return X @ W + b
+    out = np.empty((len(X), *W.shape[1:]), dtype=np.float32)
+    for s in range(0, len(X), chunk):
+        out[s : s + chunk] = X[s : s + chunk].astype(np.float32) @ W + b
+    return out
+
+
 def _unit(v: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(v))
     if norm == 0.0:
@@ -45,7 +57,7 @@ class CosineRanker:
         return self.direction_, 0.0
 
     def score(self, X: np.ndarray) -> np.ndarray:
-        return X @ self.direction_
+        return project(X, self.direction_)
 
 
 class LinearRanker:
@@ -79,7 +91,7 @@ class LinearRanker:
         return self.coef_, self.intercept_
 
     def score(self, X: np.ndarray) -> np.ndarray:
-        return X @ self.coef_ + np.float32(self.intercept_)
+        return project(X, self.coef_, self.intercept_)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -316,6 +316,20 @@ def test_pool_rows_carry_the_word_statistics_and_refit_as_the_pool_grows(store):
     assert set(store.lexical(7, grown.ids)) == set(grown.ids)
 
 
+def test_a_large_pool_is_kept_compact_as_it_grows(store, monkeypatch):
+    monkeypatch.setattr(jobs, "LARGE_POOL", 9)
+    cfg = resolve(7, LABEL_CONFIG, {"lexical_dims": 16})
+    tasks = [{"id": i, "data": {"text": t}} for i, t in enumerate(VILLAGES)]
+    jobs.apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": tasks})
+    small = jobs._pool(store, cfg)
+    assert small.X.dtype == np.float32  # 8 tasks: below the line
+    one = [{"id": 40, "data": {"text": "A village in Serbia with a church."}}]
+    jobs.apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": one})
+    large = jobs._pool(store, cfg)  # 9 tasks: float16, the old rows carried over
+    assert large.X.dtype == np.float16 and large.X.shape == (9, 400)
+    np.testing.assert_allclose(large.X[:8], small.X, atol=1e-3)
+
+
 def test_without_lexical_columns_the_pool_is_the_embedding(store):
     cfg = resolve(7, LABEL_CONFIG, {"lexical_dims": 0})
     tasks = [{"id": i, "data": {"text": t}} for i, t in enumerate(VILLAGES)]

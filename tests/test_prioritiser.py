@@ -202,6 +202,23 @@ def test_pool_checks_ids_and_maps_them_to_rows():
         Pool(["a", "b", "a"], X)
 
 
+@pytest.mark.parametrize("seals_above", [0, 10**9])
+def test_a_compact_pool_halves_the_memory_and_keeps_the_queue(real_pool, seals_above):
+    """float16 rows (a large pool's storage) rank as the float32 ones do, with SEALS or not."""
+    queues, scores = [], []
+    for compact in (False, True):
+        pool = Pool(real_pool.ids, real_pool.X, compact=compact)
+        cfg = RankerConfig(random_state=3, seals_above=seals_above, seals_sample=500)
+        prio = Prioritiser(list(real_pool.targets), cfg, real_pool.prototypes)
+        rows, _ = prio.fit(pool, seeded_state(real_pool, seed=3)).queue(20)
+        queues.append(rows.tolist())
+        scores.append(prio.score(real_pool.X))
+    assert pool.X.dtype == np.float16
+    assert pool.X.nbytes * 2 == Pool(real_pool.ids, real_pool.X).X.nbytes
+    assert len(set(queues[0][:10]) & set(queues[1][:10])) >= 8, queues
+    np.testing.assert_allclose(scores[1], scores[0], atol=0.05)
+
+
 @pytest.mark.parametrize(
     "kwargs", [{"f_a": -1}, {"bottom_fraction": 0}, {"bottom_fraction": 1.5}, {"strategy": "x"}]
 )

@@ -11,6 +11,7 @@ from model.rankers import (
     fit_class_ranker,
     mixup,
     n_pseudo_negatives,
+    project,
     sample_pseudo_negatives,
 )
 
@@ -248,3 +249,18 @@ def test_pseudo_negatives_never_come_from_the_kept_top():
     big = np.arange(1000, dtype=np.float32)
     wide = sample_pseudo_negatives(big, np.arange(1000), 10_000, rng, 0.95, keep_top=6)
     assert len(wide) == 950 and wide.max() < 950  # on a large pool the share decides
+
+
+def test_project_of_a_float16_matrix_is_float32_chunk_by_chunk():
+    """A compact pool is multiplied in float32 chunks: the same product, whatever the chunk."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 16)).astype(np.float16)
+    W, b = rng.normal(size=(16, 3)).astype(np.float32), np.array([0.5, -1.0, 0.0])
+    exact = X.astype(np.float64) @ W + b
+    for chunk in (7, 256, 4096):
+        out = project(X, W, b, chunk=chunk)
+        assert out.dtype == np.float32 and out.shape == (1000, 3)
+        np.testing.assert_allclose(out, exact, rtol=1e-5, atol=1e-4)
+    v = project(X, W[:, 0], 2.0, chunk=100)
+    assert v.shape == (1000,)
+    np.testing.assert_allclose(v, exact[:, 0] - 0.5 + 2.0, rtol=1e-5, atol=1e-4)
