@@ -261,7 +261,8 @@ def _with_lexical_columns(
     store.set_lexical(project, dict(zip(fresh, L, strict=True)), replace=refit)
     if refit:
         return with_lexical(X, L)
-    out = np.empty((len(ids), X.shape[1] + lexical.dims), dtype=np.float32)
+    dtype = np.float16 if len(ids) >= LARGE_POOL else np.float32  # no float32 copy of a large pool
+    out = np.empty((len(ids), X.shape[1] + lexical.dims), dtype=dtype)
     out[is_new] = with_lexical(X[is_new], L)
     out[~is_new] = cached.X[[cached.row[t] for t, new in zip(ids, is_new, strict=True) if not new]]
     return out
