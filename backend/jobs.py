@@ -218,11 +218,11 @@ def _pool(store: Store, cfg: ProjectConfig) -> Pool:
     if not ids:
         return Pool([], np.zeros((0, 1), np.float32))
     X = np.stack([vecs[t] for t in ids])
-    width = X.shape[1]
+    width, compact = X.shape[1], len(ids) >= LARGE_POOL
     if cfg.lexical_dims > 0:
-        X = _with_lexical_columns(store, cfg, ids, X, cached)
+        X = _with_lexical_columns(store, cfg, ids, X, cached, compact)
     warm.lexical_columns[project] = X.shape[1] - width
-    pool = Pool(ids, X, compact=len(ids) >= LARGE_POOL)
+    pool = Pool(ids, X, compact=compact)
     warm.pools[project] = pool
     warm.rarity.pop(project, None)  # the outlier prior is per pool row
     warm.screens.pop(project, None)
@@ -230,11 +230,17 @@ def _pool(store: Store, cfg: ProjectConfig) -> Pool:
 
 
 def _with_lexical_columns(
-    store: Store, cfg: ProjectConfig, ids: list[int], X: np.ndarray, cached: Pool | None
+    store: Store,
+    cfg: ProjectConfig,
+    ids: list[int],
+    X: np.ndarray,
+    cached: Pool | None,
+    compact: bool,
 ) -> np.ndarray:
     """The pool's rows with their lexical columns: a refit (first time, or the pool grew by
     a quarter) featurises every text; otherwise only the new tasks' texts are read and
-    transformed, and the other rows come from the pool already in memory."""
+    transformed, and the other rows come from the pool already in memory (in float16 for a
+    `compact` pool: no float32 copy of all its rows)."""
     warm, project = _warm(), cfg.project_id
     lexical, fitted_at = warm.lexical.get(project, (None, 0))
     refit = (
@@ -261,7 +267,7 @@ def _with_lexical_columns(
     store.set_lexical(project, dict(zip(fresh, L, strict=True)), replace=refit)
     if refit:
         return with_lexical(X, L)
-    dtype = np.float16 if len(ids) >= LARGE_POOL else np.float32  # no float32 copy of a large pool
+    dtype = np.float16 if compact else np.float32
     out = np.empty((len(ids), X.shape[1] + lexical.dims), dtype=dtype)
     out[is_new] = with_lexical(X[is_new], L)
     out[~is_new] = cached.X[[cached.row[t] for t, new in zip(ids, is_new, strict=True) if not new]]
