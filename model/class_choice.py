@@ -48,8 +48,8 @@ def platt_fit(
     too few picks to fit its own), an offset per class. MAP under a N(1, slope_sd²) prior on
     a and N(0, offset_sd²) on each b_c; returns θ = (a, b_1..b_k) and its Laplace covariance."""
     k = len(asks)
-    logits = np.concatenate([lg for lg, _ in asks]) if k else np.empty(0)
-    hits = np.concatenate([h for _, h in asks]) if k else np.empty(0)
+    logits = np.concatenate([lg for lg, _ in asks])
+    hits = np.concatenate([h for _, h in asks])
     cls = np.concatenate([np.full(len(lg), c) for c, (lg, _) in enumerate(asks)]).astype(int)
     prior_mean = np.r_[1.0, np.zeros(k)]
     prior_prec = np.r_[1.0 / slope_sd**2, np.full(k, 1.0 / offset_sd**2)]
