@@ -26,12 +26,13 @@ from backend.settings import (
     resolve,
 )
 from backend.store import RedisVectorCache, Store, connect
-from model.embedding import Embedder
+from model.embedding import Embedder, cache_dir
 from model.features import LexicalFeatures, embedding_part, with_lexical
 from model.labels import LabelState
 from model.prioritiser import LARGE_POOL, Pool, Prioritiser, RankerConfig, embed_prototypes
 from model.rankers import class_probabilities
 from model.screening import OutlierScreen, summarise, summarise_probabilities
+from model.seals import PoolIndex
 
 log = logging.getLogger("rarelabel.worker")
 QUEUE = "rarelabel"
@@ -39,6 +40,7 @@ QUEUE = "rarelabel"
 REBUILD_ACTIONS = {"SETUP", "START_TRAINING"}
 MIN_SCREEN_POOL = 5  # an outlier screen needs a pool to compare with
 LEXICAL_REFIT_GROWTH = 1.25  # refit the pool's word statistics when it has grown by a quarter
+INDEX_SAVE_GROWTH = 1.05  # save a pool's neighbour index again when it holds 5% more rows
 
 
 def enqueue(store: Store, project: int) -> None:
@@ -57,6 +59,7 @@ class _Warm:
     screens: dict[int, OutlierScreen] = field(default_factory=dict)
     lexical: dict[int, tuple[LexicalFeatures, int]] = field(default_factory=dict)  # + pool size
     lexical_columns: dict[int, int] = field(default_factory=dict)  # in the pool's rows now
+    indexes: dict[int, PoolIndex] = field(default_factory=dict)  # large pools only (SEALS)
 
 
 @lru_cache(maxsize=1)
@@ -279,6 +282,38 @@ def _lexical_columns(project: int) -> int:
     return _warm().lexical_columns.get(project, 0)
 
 
+def index_path(project: int):
+    return cache_dir() / "indexes" / f"project-{project}"
+
+
+def _pool_index(pool: Pool, project: int) -> PoolIndex | None:
+    """A large pool's SEALS neighbour index, over the embedding columns (model.seals).
+
+    Kept in memory between jobs and grown by each job's imported tasks; it outlives a
+    lexical refit, and it is saved to disk (again at every 5% of growth), so a restarted
+    worker loads it and indexes only the tasks imported since, instead of building it
+    again (minutes at a million rows)."""
+    if len(pool.ids) < LARGE_POOL:
+        return None
+    warm, dim, path = _warm(), pool.X.shape[1] - _lexical_columns(project), index_path(project)
+    index = warm.indexes.get(project)
+    if index is None:
+        index = PoolIndex.load(path, dim)
+        if index is not None:
+            log.info("project %s: loaded the neighbour index of %d tasks", project, len(index.ids))
+    if index is None or index.dim != dim or not index.extends(pool.ids):
+        t0 = time.perf_counter()
+        index = PoolIndex.build(pool.ids, pool.X, dim)
+        log.info("project %s: built the neighbour index of %d tasks in %.1fs",
+                 project, len(pool.ids), time.perf_counter() - t0)  # fmt: skip
+    elif len(index.ids) < len(pool.ids):
+        index.grow(pool.ids, pool.X)
+    if len(index.ids) >= INDEX_SAVE_GROWTH * index.saved_size:
+        index.save(path)
+    warm.indexes[project] = index
+    return index
+
+
 def _rarity(pool: Pool, project: int, cfg: ProjectConfig, state: LabelState) -> np.ndarray | None:
     """LOF rarity of every pool row, computed once per pool and only while some target has
     no positive (the only time the prior is used)."""
@@ -314,7 +349,7 @@ def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
         prio = Prioritiser(cfg.targets, ranker_config(cfg), protos)
         _warm().prioritisers[p] = prio
     prio.config = ranker_config(cfg)
-    prio.fit(pool, state, _rarity(pool, p, cfg, state))
+    prio.fit(pool, state, _rarity(pool, p, cfg, state), _pool_index(pool, p))
     rows, _ = prio.queue(cfg.queue_size)
     queue = [int(pool.ids[r]) for r in rows]
     label_of_task = dict(zip(queue, prio.queue_targets_, strict=True))  # the class that asked
@@ -353,6 +388,7 @@ def ranker_config(cfg: ProjectConfig) -> RankerConfig:
     return RankerConfig(
         f_a=cfg.f_a, strategy=cfg.strategy, uncertainty=cfg.uncertainty, C=cfg.C,
         outlier_prior=cfg.outlier_prior, lexical_dims=cfg.lexical_dims,
+        seals_above=LARGE_POOL,  # where the pool turns compact and gets its index
     )  # fmt: skip
 
 

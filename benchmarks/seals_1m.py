@@ -10,7 +10,8 @@ start, one more labelled row per selection (the pick). Per selection we time
   SEALS:      candidate update (one ANN query for the new label) + scoring the candidates
               + the top pick;
   full scan:  scoring every unlabelled row + the top pick,
-in the same run, on the same labelled state.
+in the same run, on the same labelled state. And what a worker restart costs: loading the
+saved index against building it again.
 
     python benchmarks/seals_1m.py              # 1,000,000 rows
     python benchmarks/seals_1m.py --quick      # 100,000 rows
@@ -22,7 +23,9 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 
 def _limit_threads(n: int) -> None:
@@ -86,6 +89,31 @@ def exact_knn(X, Q, k: int, chunk: int = 65536):
     return best_r
 
 
+def restart(index, X, build_seconds: float) -> None:
+    """What a restarted worker pays: loading the saved index (model.seals.PoolIndex, as the
+    worker saves it) against building it again."""
+    import numpy as np
+
+    from model.seals import PoolIndex
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "pool"
+        t = time.perf_counter()
+        PoolIndex(index, list(range(len(X)))).save(path)
+        save = time.perf_counter() - t
+        size = sum(f.stat().st_size for f in Path(tmp).iterdir()) / 2**20
+        t = time.perf_counter()
+        loaded = PoolIndex.load(path, X.shape[1])
+        load = time.perf_counter() - t
+        Q = X[:20].astype(np.float32)
+        same = np.array_equal(index.neighbours(Q, 10)[0], loaded.index.neighbours(Q, 10)[0])
+    print(
+        f"restart: save {save:.2f} s ({size:,.0f} MiB on disk), load {load:.2f} s "
+        f"against a build of {build_seconds:.0f} s ({build_seconds / load:.0f}x); "
+        f"same neighbours after loading: {same}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="pool size")
@@ -137,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # capacity reserved for the known pool size; `add` still grows it (doubling) past that
     index = seals.NeighbourIndex(
-        args.dim, M=M, ef_construction=efc, ef=ef, num_threads=args.build_threads, capacity=args.n
-    )
+        args.dim, space="cosine", M=M, ef_construction=efc, ef=ef,
+        num_threads=args.build_threads, capacity=args.n,
+    )  # fmt: skip
     rss0 = _rss_mb()
     t = time.perf_counter()
     for s in range(0, args.n, args.batch):  # incremental, as imports arrive
@@ -151,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         f"build: {build:.1f} s ({args.n / build:,.0f} rows/s), capacity {index.capacity:,}; "
         f"peak RSS {_rss_mb():,.0f} MiB (+{_rss_mb() - rss0:,.0f} MiB over the data)"
     )
+
+    restart(index, X, build)
 
     rng = np.random.default_rng(args.seed + 1)
     q = rng.choice(args.n, size=min(args.recall_queries, args.n), replace=False)

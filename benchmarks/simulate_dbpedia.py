@@ -97,6 +97,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     # SEALS on although the pool is small: the working set is the labelled rows, their 100
     # nearest neighbours and a 2,000-row sample (about a tenth of the pool), not the pool
     "seals": ("system", {"seals_above": 0, "seals_sample": 2000}),
+    # SEALS's pseudo-negatives (from that working set) with the queue over every row
+    "seals_negatives": ("system", {"pseudo_source": "seals", "seals_sample": 2000}),
 }
 
 
@@ -196,7 +198,8 @@ def run_job(job: Job) -> dict:
     with threadpool_limits(1):
         X, lexical = pool_features(b.X[rows], [b.data.texts[i] for i in rows], dims, job.seed)
         protos = pad_prototypes(b.prototypes, dims)
-        res = run(X, labels, targets, seeds, b.budget, method, config, protos)
+        res = run(X, labels, targets, seeds, b.budget, method, config, protos,
+                  index_columns=b.X.shape[1])  # SEALS neighbours by the embedding  # fmt: skip
     # The label state keeps insertion order: the seeds first, then the rows asked for.
     asked = [int(r) for r in list(res.state.labels)[len(seeds) :]] if res.state else []
     ks = [k for k in CHECKPOINTS if k <= b.budget]

@@ -66,9 +66,13 @@ class SQLiteCache:
         self._conn.commit()
 
 
+def cache_dir() -> Path:
+    """RARELABEL_CACHE_DIR: the embedding cache of the offline tools, the worker's indexes."""
+    return Path(os.environ.get("RARELABEL_CACHE_DIR") or Path.home() / ".cache" / "rarelabel")
+
+
 def default_cache_path() -> Path:
-    root = os.environ.get("RARELABEL_CACHE_DIR") or Path.home() / ".cache" / "rarelabel"
-    return Path(root) / "embeddings.sqlite"
+    return cache_dir() / "embeddings.sqlite"
 
 
 def resolve_model(name: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from model.rankers import (
     project,
 )
 from model.strategies import UNCERTAINTY, ClassContext, combine, get_strategy
+
+if TYPE_CHECKING:  # hnswlib is imported only where a pool is large enough for SEALS
+    from model.seals import PoolIndex
 
 CLASS_CHOICES = ("calibrated", "bandit", "probability")
 # From this many tasks a pool is "large": its vectors are stored as float16 (`Pool.compact`)
@@ -61,6 +65,11 @@ class RankerConfig:
     seals_k: int = 100
     seals_above: int = LARGE_POOL  # pool size from which SEALS is used; 0 = always
     seals_sample: int = 20_000  # a uniform sample that stands in for the pool's ranking
+    # Where a small pool's pseudo-negatives come from: "pool" (every unlabelled row) or
+    # "seals" (the SEALS working set: the labelled items' neighbours and the sample, i.e.
+    # harder negatives), while the queue still ranks every row. A large pool always uses
+    # the working set.
+    pseudo_source: str = "pool"
     # A class with no positive yet ranks by its prototype blended with the pool's outlier
     # rarity (benchmarks/screening_prior.py: +30% recall at zero labels with LOF at 0.05).
     outlier_prior: float = 0.05
@@ -83,8 +92,18 @@ class RankerConfig:
             raise ValueError(
                 f"unknown class_choice {self.class_choice!r}; choose from {list(CLASS_CHOICES)}"
             )
+        if self.pseudo_source not in ("pool", "seals"):
+            raise ValueError(f"pseudo_source must be 'pool' or 'seals', got {self.pseudo_source!r}")
         if not 0 < self.bottom_fraction <= 1:
             raise ValueError(f"bottom_fraction must be in (0, 1], got {self.bottom_fraction}")
+
+    def seals_view(self, n: int) -> bool:
+        """Whether a pool of `n` rows is ranked through a SEALS working set."""
+        return not self.seals_above or n >= self.seals_above
+
+    def needs_index(self, n: int) -> bool:
+        """Whether a pool of `n` rows needs a neighbour index (see `Prioritiser.fit`)."""
+        return self.seals_view(n) or self.pseudo_source == "seals"
 
 
 def prototype_text(target: str, description: str | None = None) -> str:
@@ -149,63 +168,91 @@ class Prioritiser:
         self.scores_: np.ndarray | None = None  # (n, k) scores of the pool
         self.ids_: list[Hashable] | None = None  # the pool those scores belong to
 
-    def fit(self, pool: Pool, state: LabelState, rarity: np.ndarray | None = None) -> Prioritiser:
+    def fit(
+        self,
+        pool: Pool,
+        state: LabelState,
+        rarity: np.ndarray | None = None,
+        index: PoolIndex | None = None,
+    ) -> Prioritiser:
         """Refit every class on the current labels and rescore the pool.
 
         On a pool of `seals_above` rows or more, the same work runs on a working set instead:
         the labelled rows, the SEALS candidates and a fixed uniform sample of the pool (from
         whose bottom the pseudo-negatives are drawn), so a step never touches all rows.
+        `index` is the pool's neighbour index, kept by the caller (the worker keeps one over
+        the embedding and saves it); without one, the prioritiser indexes the pool itself.
         `rarity` (one outlier score per pool row, model.screening) is the exploration prior
         of classes with no positive yet.
         """
         self.view_ = None
-        if self.config.seals_above and len(pool.ids) < self.config.seals_above:
-            return self._fit(pool, state, rarity)
-        rows = self._seals_rows(pool, state)
+        if not self.config.seals_view(len(pool.ids)):
+            near = None
+            if self.config.pseudo_source == "seals":
+                near = self._seals_rows(pool, state, index)
+            return self._fit(pool, state, rarity, pseudo_from=near)
+        rows = self._seals_rows(pool, state, index)
         self.view_ = rows
         # float32 even from a compact pool: the working set is small, and converted once
         view = Pool([pool.ids[i] for i in rows], pool.X[rows])
         return self._fit(view, state, None if rarity is None else rarity[rows])
 
-    def _seals_rows(self, pool: Pool, state: LabelState) -> np.ndarray:
-        from model.seals import NeighbourIndex, SealsCandidates
+    def _seals_rows(self, pool: Pool, state: LabelState, index: PoolIndex | None) -> np.ndarray:
+        from model.seals import PoolIndex, SealsCandidates
 
         n = len(pool.ids)
-        known = getattr(self, "seals_ids_", None)
-        if known is None or known != pool.ids[: len(known)]:  # a new pool: index it all
-            index = NeighbourIndex(pool.X.shape[1])
-            index.add(np.arange(n), pool.X)
-            self.seals_ = SealsCandidates(index, self.config.seals_k)
+        if index is None:  # the prioritiser's own, over every column
+            index = getattr(self, "own_index_", None)
+            if index is not None and index.extends(pool.ids):
+                index.grow(pool.ids, pool.X)
+            else:
+                index = PoolIndex.build(pool.ids, pool.X, pool.X.shape[1])
+            self.own_index_ = index
+        elif len(index.ids) != n:
+            raise ValueError(f"the neighbour index holds {len(index.ids)} rows, the pool {n}")
+        X = pool.X[:, : index.dim]  # a view: the columns the index was built on
+        seals = getattr(self, "seals_", None)
+        if seals is None or seals.index is not index.index:  # a new index: a new cache
+            self.seals_ = SealsCandidates(index.index, self.config.seals_k)
             self.sample_ = self.rng.choice(n, min(n, self.config.seals_sample), replace=False)
-        elif len(known) < n:  # tasks were imported: index only the new rows
-            new = np.arange(len(known), n)
-            self.seals_.index.add(new, pool.X[new])
-            self.seals_.added(new, pool.X[new])
-        self.seals_ids_ = list(pool.ids)
+        elif self.seals_rows_ < n:  # tasks were imported: merge them into the cached lists
+            new = np.arange(self.seals_rows_, n)
+            self.seals_.added(new, X[new])
+        self.seals_rows_ = n
         labelled = pool.rows(state.labels)
-        self.seals_.update(pool.X, labelled)
+        self.seals_.update(X, labelled)
         protos = [t for t in self.targets if t in self.prototypes]
         if protos:
-            self.seals_.add_queries(protos, np.stack([self.prototypes[t] for t in protos]))
+            P = np.stack([self.prototypes[t][: index.dim] for t in protos])
+            self.seals_.add_queries(protos, P)
         unlabelled = np.ones(n, dtype=bool)
         unlabelled[labelled] = False
         cand = self.seals_.candidates(unlabelled)
         return np.unique(np.concatenate([labelled, cand, self.sample_]))
 
-    def _fit(self, pool: Pool, state: LabelState, rarity: np.ndarray | None) -> Prioritiser:
+    def _fit(
+        self,
+        pool: Pool,
+        state: LabelState,
+        rarity: np.ndarray | None,
+        pseudo_from: np.ndarray | None = None,
+    ) -> Prioritiser:
         labelled = np.zeros(len(pool.ids), dtype=bool)
         self.labelled_ = pool.rows(state.labels)
         labelled[self.labelled_] = True
         self.label_of_labelled_ = np.array([state.labels[pool.ids[i]] for i in self.labelled_])
         self.X_ = pool.X
         self.unlabelled_ = np.flatnonzero(~labelled)
+        source = self.unlabelled_  # the rows pseudo-negatives are drawn from
+        if pseudo_from is not None:
+            source = np.intersect1d(self.unlabelled_, pseudo_from, assume_unique=True)
         same_pool = self.scores_ is not None and self.ids_ == pool.ids
         self.contexts_: list[ClassContext] = []
         for j, target in enumerate(self.targets):
             pos, neg = pool.rows(state.positives(target)), pool.rows(state.negatives(target))
             previous = self.scores_[:, j] if same_pool else None
             ranker, pseudo = fit_class_ranker(
-                pool.X, pos, neg, self.unlabelled_, previous, self.prototypes.get(target),
+                pool.X, pos, neg, source, previous, self.prototypes.get(target),
                 previous=self.rankers_.get(target), f_a=self.config.f_a, C=self.config.C,
                 bottom_fraction=self.config.bottom_fraction, keep_top=self.config.keep_top,
                 human_weight=self.config.human_weight, augment=self.config.augment,

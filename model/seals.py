@@ -23,8 +23,11 @@ Two pieces:
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import hnswlib
 import numpy as np
@@ -209,7 +212,7 @@ class SealsCandidates:
         fresh = list(seen.values())
         if not fresh:
             return 0
-        V = np.ascontiguousarray(np.atleast_2d(vectors)[fresh], dtype=np.float32)
+        V = self._as_index_sees(np.atleast_2d(vectors)[fresh])
         nbr, sim = self.index.neighbours(V, self.k)
         if nbr.shape[1] < self.k:  # fewer indexed items than k
             pad = self.k - nbr.shape[1]
@@ -224,6 +227,15 @@ class SealsCandidates:
         self._join(nbr.ravel())
         self.queries += len(fresh)
         return len(fresh)
+
+    def _as_index_sees(self, V: np.ndarray) -> np.ndarray:
+        """float32, and unit length in a "cosine" index (which normalises what it holds), so
+        that the brute-force similarities of `added` are on the index's scale."""
+        V = np.ascontiguousarray(V, dtype=np.float32)
+        if self.index.space != "cosine":
+            return V
+        norms = np.linalg.norm(V, axis=1, keepdims=True)
+        return np.divide(V, norms, out=np.zeros_like(V), where=norms > 0)
 
     def update(self, X: np.ndarray, labelled_rows: np.ndarray) -> int:
         """Cache the neighbours of labelled rows not seen before (one query each)."""
@@ -245,7 +257,7 @@ class SealsCandidates:
             return
         for s in range(0, len(rows), chunk):
             r = rows[s : s + chunk]
-            S = self._vec @ np.asarray(X_rows[s : s + chunk], dtype=np.float32).T
+            S = self._vec @ self._as_index_sees(X_rows[s : s + chunk]).T
             # a row re-added under the same id must not appear twice in a list
             dup = np.isin(self._nbr, r)
             sim_old = np.where(dup, -np.inf, self._sim)
@@ -278,6 +290,75 @@ class SealsCandidates:
         u = self.union()
         u = u[u < len(unlabelled_mask)]
         return np.sort(u[unlabelled_mask[u]])
+
+
+@dataclass
+class PoolIndex:
+    """A pool's neighbour index over its leading `dim` columns, with the task ids it holds
+    in pool-row order (the index is keyed by pool row).
+
+    The leading columns are the embedding. The lexical columns after them (model.features)
+    are refitted as the pool grows and the embedding never is, so an index over the
+    embedding outlives a refit; `save` and `load` let it outlive a worker restart too
+    (building one costs minutes at a million rows). "cosine" space: the embedding part of
+    a pool row is scaled by the lexical setting (`with_lexical`), and cosine ignores that.
+    """
+
+    index: NeighbourIndex
+    ids: list[Hashable]
+    saved_size: int = 0  # rows the copy on disk holds
+
+    @classmethod
+    def build(cls, ids: Sequence[Hashable], X: np.ndarray, dim: int) -> PoolIndex:
+        index = NeighbourIndex(dim, space="cosine", capacity=len(ids))
+        index.add(np.arange(len(ids)), X[:, :dim])
+        return cls(index, list(ids))
+
+    @property
+    def dim(self) -> int:
+        return self.index.dim
+
+    def extends(self, ids: Sequence[Hashable]) -> bool:
+        """Whether `ids` is this index's pool with tasks appended (else: rebuild)."""
+        n = len(self.ids)
+        return len(ids) >= n and list(ids[:n]) == self.ids
+
+    def grow(self, ids: Sequence[Hashable], X: np.ndarray) -> np.ndarray:
+        """Index the rows of `ids` beyond those held (`extends(ids)` must hold); returns them."""
+        new = np.arange(len(self.ids), len(ids))
+        self.index.add(new, X[len(self.ids) :, : self.dim])
+        self.ids = list(ids)
+        return new
+
+    def save(self, path: Path) -> None:
+        """Write `path`.hnsw and `path`.rows.npz; each replaces its old copy atomically, and
+        `load` refuses a pair whose sizes disagree (a crash between the two writes)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        graph, rows = f"{path}.hnsw", f"{path}.rows.npz"
+        self.index.save(f"{graph}.tmp")
+        os.replace(f"{graph}.tmp", graph)
+        with open(f"{rows}.tmp", "wb") as f:  # hnswlib's file does not record the dim
+            np.savez(f, ids=np.asarray(self.ids), dim=self.dim)
+        os.replace(f"{rows}.tmp", rows)
+        self.saved_size = len(self.ids)
+
+    @classmethod
+    def load(cls, path: Path, dim: int) -> PoolIndex | None:
+        """The index saved at `path`, or None when there is none that fits `dim`."""
+        graph, rows = Path(f"{path}.hnsw"), Path(f"{path}.rows.npz")
+        if not (graph.exists() and rows.exists()):
+            return None
+        try:
+            with np.load(rows) as saved:
+                ids, saved_dim = saved["ids"].tolist(), int(saved["dim"])
+            if saved_dim != dim:
+                return None
+            index = NeighbourIndex.load(str(graph), dim, space="cosine")
+        except (OSError, RuntimeError, ValueError, KeyError):
+            return None
+        if len(index) != len(ids):
+            return None
+        return cls(index, ids, saved_size=len(ids))
 
 
 def seals_candidates(

@@ -61,11 +61,14 @@ def run(
     config: RankerConfig | None = None,
     prototypes: dict[str, np.ndarray] | None = None,
     progress: bool = False,
+    index_columns: int | None = None,
 ) -> RunResult:
     """Label `budget` tasks one at a time, retraining after each; count rare finds.
 
     `method` is "system" (the configured loop), "tropel" (Patterson et al. 2015: a linear
     model on fixed features, human labels only, top-scored item each step) or "random".
+    `index_columns`: where the configuration uses SEALS, its neighbour index covers these
+    leading columns of `X` (the embedding's, as in the service) instead of all of them.
     """
     config = config or RankerConfig()
     rng = np.random.default_rng(config.random_state)
@@ -79,6 +82,11 @@ def run(
     elif method not in ("system", "random"):
         raise ValueError(f"unknown method {method!r}")
     prio = Prioritiser(targets, config, prototypes) if method != "random" else None
+    index = None
+    if prio is not None and index_columns and config.needs_index(len(X)):
+        from model.seals import PoolIndex
+
+        index = PoolIndex.build(pool.ids, X, index_columns)
     random_order = rng.permutation(np.setdiff1d(np.arange(len(X)), list(seeds)))
     found, n_found = [], 0
     t0 = time.perf_counter()
@@ -88,7 +96,7 @@ def run(
                 break
             row = int(random_order[step])
         else:
-            rows, _ = prio.fit(pool, state).queue(1)
+            rows, _ = prio.fit(pool, state, index=index).queue(1)
             if len(rows) == 0:
                 break
             row = int(rows[0])
@@ -98,7 +106,7 @@ def run(
         found.append(n_found)
     elapsed = (time.perf_counter() - t0) / max(1, len(found))
     if prio is not None:
-        prio.fit(pool, state)
+        prio.fit(pool, state, index=index)
     return RunResult(method, found, elapsed, prio, state)
 
 
@@ -235,7 +243,18 @@ def simulate_csv(
     protos = embed_prototypes(embedder, targets)
     sys_protos = pad_prototypes(protos, config.lexical_dims)
     runs = [
-        run(X_sys, labels, targets, seeds, budget, m, config, sys_protos, progress=progress)
+        run(
+            X_sys,
+            labels,
+            targets,
+            seeds,
+            budget,
+            m,
+            config,
+            sys_protos,
+            progress=progress,
+            index_columns=X.shape[1],
+        )  # SEALS neighbours by the embedding, as in the service
         if m == "system"
         else run(X, labels, targets, seeds, budget, m, config, protos, progress=progress)
         for m in methods

@@ -20,8 +20,9 @@ REDIS_TEST_URL = "redis://127.0.0.1:6379/13"
 
 
 @pytest.fixture
-def store(monkeypatch) -> Store:
+def store(monkeypatch, tmp_path) -> Store:
     monkeypatch.setenv("REDIS_URL", REDIS_TEST_URL)
+    monkeypatch.setenv("RARELABEL_CACHE_DIR", str(tmp_path / "cache"))  # saved indexes
     for var in ("RARE_TARGETS", "BASIC_AUTH_USER", "BASIC_AUTH_PASS", "LABEL_STUDIO_URL"):
         monkeypatch.delenv(var, raising=False)
     r = connect(REDIS_TEST_URL)
@@ -328,6 +329,49 @@ def test_a_large_pool_is_kept_compact_as_it_grows(store, monkeypatch):
     large = jobs._pool(store, cfg)  # 9 tasks: float16, the old rows carried over
     assert large.X.dtype == np.float16 and large.X.shape == (9, 400)
     np.testing.assert_allclose(large.X[:8], small.X, atol=1e-3)
+
+
+def test_a_large_pools_index_is_grown_saved_and_loaded_after_a_restart(store, monkeypatch):
+    """The SEALS index covers the embedding columns, grows with each import, and a
+    restarted worker loads it from disk and indexes only what was imported since."""
+    monkeypatch.setattr(jobs, "LARGE_POOL", 9)
+    cfg = resolve(7, LABEL_CONFIG, {"lexical_dims": 16})
+
+    def import_and_index(task_ids: range):
+        tasks = [{"id": i, "data": {"text": f"{VILLAGES[i % 8]} ({i})"}} for i in task_ids]
+        jobs.apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": tasks})
+        pool = jobs._pool(store, cfg)
+        return pool, jobs._pool_index(pool, 7)
+
+    pool, index = import_and_index(range(8))
+    assert index is None  # below the line: no index, the whole pool is ranked
+    pool, index = import_and_index(range(8, 9))
+    assert index.ids == pool.ids and index.dim == 384 and pool.X.shape[1] == 400
+    assert index.saved_size == 9 and Path(f"{jobs.index_path(7)}.hnsw").exists()
+    pool, grown = import_and_index(range(9, 12))
+    assert grown is index and len(index.index) == 12 and index.saved_size == 12
+    # a neighbour of a row is found by its embedding, whatever the lexical columns say
+    rows, _ = index.index.neighbours(store.vectors(7, [3])[3], 1)
+    assert pool.ids[rows[0][0]] == 3
+
+    def no_build(*args):
+        raise AssertionError("a restarted worker must load the index, not build it")
+
+    monkeypatch.setattr(jobs.PoolIndex, "build", no_build)
+    jobs._warm.cache_clear()  # a restart: nothing in memory
+    pool, loaded = import_and_index(range(12, 13))
+    assert loaded is not index and loaded.ids == pool.ids and len(loaded.index) == 13
+    assert loaded.saved_size == 13  # 13 rows are 8% more than the copy on disk: saved
+    monkeypatch.setattr(jobs, "INDEX_SAVE_GROWTH", 2.0)
+    pool, loaded = import_and_index(range(13, 15))
+    assert len(loaded.index) == 15 and loaded.saved_size == 13  # under 2x: not yet
+    # tasks deleted in Label Studio: the rows moved, so the index is built afresh
+    monkeypatch.undo()
+    monkeypatch.setattr(jobs, "LARGE_POOL", 9)
+    store.r.hdel(store.key(7, "vec"), "0")
+    pool = jobs._pool(store, cfg)
+    rebuilt = jobs._pool_index(pool, 7)
+    assert rebuilt is not loaded and rebuilt.ids == pool.ids == list(range(1, 15))
 
 
 def test_without_lexical_columns_the_pool_is_the_embedding(store):

@@ -294,3 +294,66 @@ def test_seals_mode_ranks_a_working_set_and_returns_pool_rows(real_pool):
     queries = prio.seals_.queries
     prio.fit(pool, state)
     assert prio.seals_.queries == queries + 1
+
+
+def test_seals_pseudo_negatives_come_from_the_working_set_and_the_queue_from_the_pool(real_pool):
+    state = seeded_state(real_pool)
+    config = RankerConfig(pseudo_source="seals", seals_k=20, seals_sample=100, random_state=0)
+    prio = Prioritiser(list(real_pool.targets), config, real_pool.prototypes)
+    pool = Pool(real_pool.ids, real_pool.X)
+    rows, _ = prio.fit(pool, state).queue(50)
+    assert prio.view_ is None and prio.scores_.shape[0] == len(pool.ids)  # every row ranked
+    working = set(prio.seals_.union().tolist()) | set(prio.sample_.tolist())
+    assert len(working) < len(pool.ids) // 2
+    for t in real_pool.targets:
+        pseudo = {pool.row[i] for i in state.pseudo_negatives[t]}
+        assert pseudo and pseudo <= working
+    assert not set(rows.tolist()) <= working  # the queue is not limited to it
+    with pytest.raises(ValueError, match="pseudo_source"):
+        RankerConfig(pseudo_source="neighbours")
+
+
+def test_seals_with_a_handed_index_over_the_embedding_columns_follows_the_pool_as_it_grows(
+    real_pool,
+):
+    """The worker keeps the index (over the embedding, not the lexical columns after it) and
+    grows it by the imported rows; the cached neighbour lists take in those rows exactly as
+    a fresh index over the grown pool finds them."""
+    from model.features import with_lexical
+    from model.seals import PoolIndex
+
+    rng = np.random.default_rng(0)
+    L = rng.normal(size=(len(real_pool.ids), 8)).astype(np.float32)
+    L /= np.linalg.norm(L, axis=1, keepdims=True)
+    X = with_lexical(real_pool.X, L)  # 384 embedding columns (scaled by 1/√2), 8 lexical
+    dim, m = real_pool.X.shape[1], len(real_pool.ids) - 100
+    state = seeded_state(real_pool)
+    config = RankerConfig(seals_above=1, seals_k=20, seals_sample=50, random_state=0)
+    protos = {t: np.r_[v, np.zeros(8, np.float32)] for t, v in real_pool.prototypes.items()}
+    first = Pool(real_pool.ids[:m], X[:m])
+    state_first = LabelState(list(real_pool.targets))
+    for task, label in state.labels.items():
+        if task in first.row:
+            state_first.set_label(task, label)
+    index = PoolIndex.build(first.ids, first.X, dim)
+    prio = Prioritiser(list(real_pool.targets), config, protos)
+    prio.fit(first, state_first, index=index)
+    assert prio.seals_.index is index.index and not hasattr(prio, "own_index_")
+    pool = Pool(real_pool.ids, X)
+    with pytest.raises(ValueError, match="neighbour index holds"):
+        prio.fit(pool, state, index=index)  # the caller grows its index with the pool
+    index.grow(pool.ids, pool.X)
+    prio.fit(pool, state, index=index)
+    fresh = Prioritiser(list(real_pool.targets), config, protos)
+    fresh.fit(pool, state, index=PoolIndex.build(pool.ids, pool.X, dim))
+    for key in state_first.labels:
+        row = pool.row[key]
+        grown, rebuilt = prio.seals_.neighbours_of(row), fresh.seals_.neighbours_of(row)
+        assert len(set(grown) & set(rebuilt)) >= 18  # of 20; HNSW is approximate
+        assert (grown >= m).any() or not (rebuilt >= m).any()
+    # the embedding columns alone: the same neighbours as an index of the raw embedding
+    raw = PoolIndex.build(pool.ids, real_pool.X, dim)
+    some = real_pool.X[:5]
+    np.testing.assert_array_equal(
+        raw.index.neighbours(some, 10)[0], index.index.neighbours(X[:5, :dim], 10)[0]
+    )

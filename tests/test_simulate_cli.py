@@ -342,6 +342,18 @@ def test_run_counts_finds_one_label_at_a_time_and_beats_random():
     assert f"found@{budget}" in table
 
 
+@pytest.mark.parametrize("config", [{"seals_above": 1}, {"pseudo_source": "seals"}])
+def test_a_seals_run_indexes_only_the_columns_it_is_told(config):
+    """As in the service, SEALS finds neighbours by the embedding (the leading columns)."""
+    X, labels = clusters(n_other=200, n_rare=10)
+    seeds = {0: "A", 1: "A", 10: "B", 11: "B"}
+    protos = {"A": X[0], "B": X[10]}
+    cfg = RankerConfig(seals_k=10, seals_sample=50, lexical_dims=0, **config)
+    res = run(X, labels, ["A", "B"], seeds, 10, "system", cfg, protos, index_columns=4)
+    assert res.prioritiser.seals_.index.dim == 4 and len(res.found) == 10
+    assert not hasattr(res.prioritiser, "own_index_")
+
+
 def test_f1_per_target_matches_a_direct_count():
     from sklearn.metrics import f1_score
 
