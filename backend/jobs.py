@@ -31,7 +31,7 @@ from model.features import LexicalFeatures, embedding_part, with_lexical
 from model.labels import LabelState
 from model.prioritiser import LARGE_POOL, Pool, Prioritiser, RankerConfig, embed_prototypes
 from model.rankers import class_probabilities
-from model.screening import OutlierScreen, summarise, summarise_probabilities
+from model.screening import OutlierScreen, PoolRarity, summarise, summarise_probabilities
 from model.seals import PoolIndex
 
 log = logging.getLogger("rarelabel.worker")
@@ -55,7 +55,7 @@ class _Warm:
 
     pools: dict[int, Pool] = field(default_factory=dict)
     prioritisers: dict[int, Prioritiser] = field(default_factory=dict)
-    rarity: dict[int, np.ndarray] = field(default_factory=dict)  # outlier score per pool row
+    rarity: dict[int, PoolRarity] = field(default_factory=dict)  # outlier score per pool row
     screens: dict[int, OutlierScreen] = field(default_factory=dict)
     lexical: dict[int, tuple[LexicalFeatures, int]] = field(default_factory=dict)  # + pool size
     lexical_columns: dict[int, int] = field(default_factory=dict)  # in the pool's rows now
@@ -195,8 +195,10 @@ def screen_import(store: Store, cfg: ProjectConfig, vectors: dict[int, np.ndarra
             if len(pool.ids) < MIN_SCREEN_POOL:
                 log.info("project %s: %d tasks are too few to screen", p, len(pool.ids))
                 return {}
-            semantic = embedding_part(pool.X, _lexical_columns(p))
-            screen = _warm().screens[p] = OutlierScreen().fit(semantic)
+            screen = OutlierScreen()  # fitted on a sample: no float32 copy of a large pool
+            rows = np.random.default_rng(0).permutation(len(pool.ids))[: screen.max_fit_rows]
+            semantic = embedding_part(pool.X[np.sort(rows)], _lexical_columns(p))
+            _warm().screens[p] = screen.fit(semantic)
         summary, how = summarise(screen.score(E)), "outlier screen"
     store.set_status(p, last_import_tasks=summary["n"],
                      last_import_likely_rare=summary["likely_rare"],
@@ -314,15 +316,17 @@ def _pool_index(pool: Pool, project: int) -> PoolIndex | None:
     return index
 
 
-def _rarity(pool: Pool, project: int, cfg: ProjectConfig, state: LabelState) -> np.ndarray | None:
-    """LOF rarity of every pool row, computed once per pool and only while some target has
-    no positive (the only time the prior is used)."""
+def _rarity(pool: Pool, project: int, cfg: ProjectConfig, state: LabelState) -> PoolRarity | None:
+    """LOF rarity of the pool's rows, fitted once per pool and only while some target has
+    no positive (the only time the prior is used). Each row is scored when a step first
+    reads it: a large pool's steps read their SEALS working set, not a million rows."""
     if cfg.outlier_prior <= 0 or all(state.positives(t) for t in cfg.targets):
         return None
-    warm = _warm()
+    warm, lexical = _warm(), _lexical_columns(project)
     if project not in warm.rarity:
-        semantic = embedding_part(pool.X, _lexical_columns(project))
-        warm.rarity[project] = OutlierScreen("lof").fit_score(semantic)
+        warm.rarity[project] = PoolRarity(
+            OutlierScreen("lof"), pool.X, lambda X: embedding_part(X, lexical)
+        )
     return warm.rarity[project]
 
 

@@ -27,6 +27,7 @@ from model.rankers import (
 from model.strategies import UNCERTAINTY, ClassContext, combine, get_strategy
 
 if TYPE_CHECKING:  # hnswlib is imported only where a pool is large enough for SEALS
+    from model.screening import PoolRarity
     from model.seals import PoolIndex
 
 CLASS_CHOICES = ("calibrated", "bandit", "probability")
@@ -172,7 +173,7 @@ class Prioritiser:
         self,
         pool: Pool,
         state: LabelState,
-        rarity: np.ndarray | None = None,
+        rarity: np.ndarray | PoolRarity | None = None,
         index: PoolIndex | None = None,
     ) -> Prioritiser:
         """Refit every class on the current labels and rescore the pool.
@@ -182,15 +183,16 @@ class Prioritiser:
         whose bottom the pseudo-negatives are drawn), so a step never touches all rows.
         `index` is the pool's neighbour index, kept by the caller (the worker keeps one over
         the embedding and saves it); without one, the prioritiser indexes the pool itself.
-        `rarity` (one outlier score per pool row, model.screening) is the exploration prior
-        of classes with no positive yet.
+        `rarity` (one outlier score per pool row, model.screening; a `PoolRarity` scores
+        the rows read only) is the exploration prior of classes with no positive yet.
         """
         self.view_ = None
         if not self.config.seals_view(len(pool.ids)):
             near = None
             if self.config.pseudo_source == "seals":
                 near = self._seals_rows(pool, state, index)
-            return self._fit(pool, state, rarity, pseudo_from=near)
+            whole = None if rarity is None else rarity[:]
+            return self._fit(pool, state, whole, pseudo_from=near)
         rows = self._seals_rows(pool, state, index)
         self.view_ = rows
         # float32 even from a compact pool: the working set is small, and converted once

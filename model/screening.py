@@ -209,6 +209,40 @@ class OutlierScreen:
             )
 
 
+class PoolRarity:
+    """`OutlierScreen.fit_score` of a pool, each row scored the first time it is read.
+
+    A large pool's step reads the rarity of its SEALS working set only (`rarity[rows]`),
+    while scoring every row costs minutes at a million (LOF: a neighbour search per row).
+    The fit draws the rows `OutlierScreen.fit` would, so every value equals `fit_score`'s.
+    `prepare` maps stored rows to the screen's space (the embedding out of lexical rows)
+    and is applied to the rows read only: no copy of the whole pool.
+    """
+
+    def __init__(self, screen: OutlierScreen, X: np.ndarray, prepare=None) -> None:
+        self.screen, self.X = screen, X
+        self.prepare = prepare or (lambda rows: rows)
+        n = len(X)
+        fit_rows = np.arange(n)
+        if n > screen.max_fit_rows:
+            rng = np.random.default_rng(screen.random_state)
+            fit_rows = np.sort(rng.choice(n, screen.max_fit_rows, replace=False))
+        screen.fit(self.prepare(X[fit_rows]))
+        self.fit_rows = fit_rows  # pool rows; the screen's own `fit_rows_` index this array
+        self.values = np.full(n, np.nan)
+        self.values[fit_rows] = _ecdf(screen.reference_, screen.fit_raw_)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        rows = np.arange(len(self.values))[rows]  # an index array, a mask or a slice
+        missing = np.unique(rows[np.isnan(self.values[rows])])
+        if len(missing):
+            self.values[missing] = self.screen.score(self.prepare(self.X[missing]))
+        return self.values[rows]
+
+
 def summarise(rarity: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> dict[str, int]:
     """Counts of likely rare / likely common tasks by an outlier rarity.
 

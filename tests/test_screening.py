@@ -21,6 +21,7 @@ from model.embedding import DEFAULT_MODEL, SQLiteCache, cache_key
 from model.screening import (
     METHODS,
     OutlierScreen,
+    PoolRarity,
     blend_prior,
     flag_by_probability,
     percentile_rank,
@@ -76,6 +77,29 @@ def test_deterministic_for_a_seed_and_subsampled_fit(data, method):
     s = OutlierScreen(method, random_state=3, max_fit_rows=300, n_estimators=50).fit(X)
     assert len(s.fit_rows_) == 300
     np.testing.assert_array_equal(s.score(X[:20]), s.score(X[:20]))
+
+
+@pytest.mark.parametrize("method", ["lof", "iforest"])
+def test_pool_rarity_scores_a_row_when_it_is_read_and_equals_fit_score(data, method):
+    X, _ = data
+    full = OutlierScreen(method, random_state=3, max_fit_rows=300, n_estimators=50).fit_score(X)
+    screen = OutlierScreen(method, random_state=3, max_fit_rows=300, n_estimators=50)
+    scored = []
+    score = screen.score
+    screen.score = lambda rows: scored.append(len(rows)) or score(rows)
+    stored = np.hstack([X / np.sqrt(2), np.zeros((len(X), 4), np.float32)])  # as lexical rows
+    rarity = PoolRarity(screen, stored, lambda rows: rows[:, :DIM] * np.sqrt(2))
+    assert np.isnan(rarity.values).sum() == len(X) - 300 and scored == []  # the fit only
+    fitted = rarity.fit_rows
+    rows = np.array([fitted[0], 400, fitted[0], 610, 611])
+    np.testing.assert_allclose(rarity[rows], full[rows], atol=1e-9)
+    unfitted = np.isin(np.unique(rows), fitted, invert=True).sum()
+    assert unfitted >= 1
+    assert scored == ([unfitted] if unfitted else [])
+    rarity[rows]  # read again: nothing new to score
+    assert len(scored) == (1 if unfitted else 0)
+    np.testing.assert_allclose(rarity[:], full, atol=1e-9)
+    assert not np.isnan(rarity.values).any()
 
 
 def test_rarity_is_a_percentile_of_the_reference(data):
