@@ -270,9 +270,9 @@ def _with_lexical_columns(
     else:
         L = lexical.transform(docs)
     store.set_lexical(project, dict(zip(fresh, L, strict=True)), replace=refit)
-    if refit:
-        return with_lexical(X, L)
     dtype = np.float16 if compact else np.float32
+    if refit:
+        return with_lexical(X, L, dtype)
     out = np.empty((len(ids), X.shape[1] + lexical.dims), dtype=dtype)
     out[is_new] = with_lexical(X[is_new], L)
     out[~is_new] = cached.X[[cached.row[t] for t, new in zip(ids, is_new, strict=True) if not new]]

@@ -76,14 +76,23 @@ class LexicalFeatures:
         return out
 
 
-def with_lexical(X: np.ndarray, L: np.ndarray | None) -> np.ndarray:
+def with_lexical(
+    X: np.ndarray, L: np.ndarray | None, dtype=np.float32, chunk: int = 8192
+) -> np.ndarray:
     """[x, l] / √2: both halves weigh the same in a dot product, and the row stays unit
-    length where both are. `L=None` leaves the embedding as it is."""
+    length where both are. `L=None` leaves the embedding as it is. Written chunk by chunk
+    into an array of `dtype` (float16 for a compact pool): at a million rows, no float32
+    temporaries of the whole result."""
     if L is None:
-        return np.asarray(X, dtype=np.float32)
+        return np.asarray(X, dtype=dtype)
     if len(L) != len(X):
         raise ValueError(f"{len(X)} embeddings but {len(L)} lexical rows")
-    return (np.hstack([X, L]) / np.float32(np.sqrt(2))).astype(np.float32)
+    d, root2 = X.shape[1], np.float32(np.sqrt(2))
+    out = np.empty((len(X), d + L.shape[1]), dtype=dtype)
+    for s in range(0, len(X), chunk):
+        out[s : s + chunk, :d] = np.asarray(X[s : s + chunk], dtype=np.float32) / root2
+        out[s : s + chunk, d:] = np.asarray(L[s : s + chunk], dtype=np.float32) / root2
+    return out
 
 
 def embedding_part(X: np.ndarray, dims: int) -> np.ndarray:

@@ -73,6 +73,12 @@ def test_with_lexical_keeps_unit_rows_and_gives_the_embedding_back(real_pool):
     np.testing.assert_allclose(embedding_part(Z, 16), X, atol=1e-6)
     with pytest.raises(ValueError, match="lexical rows"):
         with_lexical(X, L[:5])
+    # written in chunks into the pool's dtype: the same rows, whatever the chunk
+    whole = (np.hstack([X, L]) / np.float32(np.sqrt(2))).astype(np.float32)
+    np.testing.assert_array_equal(with_lexical(X, L, chunk=3), whole)
+    compact = with_lexical(X, L, np.float16, chunk=7)
+    assert compact.dtype == np.float16
+    np.testing.assert_array_equal(compact, whole.astype(np.float16))
 
 
 def test_pool_features_off_is_the_embedding_and_prototypes_pad_with_zeros(real_pool):
