@@ -26,7 +26,7 @@ from model.rankers import (
 )
 from model.strategies import UNCERTAINTY, ClassContext, combine, get_strategy
 
-if TYPE_CHECKING:  # hnswlib is imported only where a pool is large enough for SEALS
+if TYPE_CHECKING:  # for the hints only: hnswlib is imported where a pool needs SEALS
     from model.screening import PoolRarity
     from model.seals import PoolIndex
 

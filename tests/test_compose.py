@@ -50,3 +50,10 @@ def test_every_variable_the_code_reads_is_documented_or_wired():
     wired = set(COMPOSE["services"]["backend"]["environment"])
     missing = {v for v in read if v not in readme and v not in wired}
     assert not missing, f"read by the code but neither in README.md nor docker-compose: {missing}"
+
+
+def test_the_workers_saved_indexes_live_on_a_volume():
+    worker = COMPOSE["services"]["worker"]
+    cache = worker["environment"]["RARELABEL_CACHE_DIR"]
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in worker["volumes"]}
+    assert mounts.get(cache) in COMPOSE["volumes"]
