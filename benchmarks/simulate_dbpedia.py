@@ -95,11 +95,15 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "ad_density": ("system", {"strategy": "adaptive", "uncertainty": "information_density"}),
     "augment": ("system", {"augment": 2}),  # 2 mixup positives per real one
     # SEALS on although the pool is small: the working set is the labelled rows, their 100
-    # nearest neighbours and a 2,000-row sample (about a tenth of the pool), not the pool
+    # nearest neighbours by the embedding (as the worker indexes a large pool) and a
+    # 2,000-row sample (about a tenth of the pool), not the pool
     "seals": ("system", {"seals_above": 0, "seals_sample": 2000}),
+    # ... with neighbours by every column (embedding and lexical), not the embedding alone
+    "seals_all": ("system", {"seals_above": 0, "seals_sample": 2000}),
     # SEALS's pseudo-negatives (from that working set) with the queue over every row
     "seals_negatives": ("system", {"pseudo_source": "seals", "seals_sample": 2000}),
 }
+INDEX_EVERY_COLUMN = {"seals_all"}  # the others index the embedding, as the worker does
 
 
 # ---------------------------------------------------------------- data, shared by workers
@@ -198,8 +202,9 @@ def run_job(job: Job) -> dict:
     with threadpool_limits(1):
         X, lexical = pool_features(b.X[rows], [b.data.texts[i] for i in rows], dims, job.seed)
         protos = pad_prototypes(b.prototypes, dims)
+        columns = None if job.variant in INDEX_EVERY_COLUMN else b.X.shape[1]
         res = run(X, labels, targets, seeds, b.budget, method, config, protos,
-                  index_columns=b.X.shape[1])  # SEALS neighbours by the embedding  # fmt: skip
+                  index_columns=columns)  # fmt: skip
     # The label state keeps insertion order: the seeds first, then the rows asked for.
     asked = [int(r) for r in list(res.state.labels)[len(seeds) :]] if res.state else []
     ks = [k for k in CHECKPOINTS if k <= b.budget]

@@ -104,7 +104,7 @@ class RankerConfig:
 
     def needs_index(self, n: int) -> bool:
         """Whether a pool of `n` rows needs a neighbour index (see `Prioritiser.fit`)."""
-        return self.seals_view(n) or self.pseudo_source == "seals"
+        return self.seals_view(n) or (self.pseudo_source == "seals" and self.f_a > 0)
 
 
 def prototype_text(target: str, description: str | None = None) -> str:
