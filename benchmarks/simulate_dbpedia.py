@@ -43,6 +43,7 @@ from model.simulate import (  # noqa: E402
     initial_positives,
     recall_at,
     run,
+    sign_test,
 )
 
 DATA = Path("/work/shared/data/dbpedia14/dbpedia14.csv.gz")
@@ -386,6 +387,30 @@ def format_windows(summary: dict, budget: int, width: int = 50) -> str:
     return "\n".join(lines)
 
 
+def format_paired(results: list[dict], variants: list[str], base: str = "default") -> str:
+    """Each row against `base` on the same pools: the finds it adds by each checkpoint, summed
+    over pools, and on how many pools it finds more / as many / fewer, with the sign test's
+    p-value. Rows a find or two apart are told apart by this, not by their means."""
+    found = {(r["variant"], r["seed"], r["target"]): r["found"] for r in results}
+    keys = sorted({(s, t) for v, s, t in found if v == base})
+    if not keys:
+        return ""
+    ks = [k for k in CHECKPOINTS if k <= len(found[(base, *keys[0])])]
+    lines = [f"paired with {base} over {len(keys)} pools: finds added, pools more/equal/fewer, "
+             f"sign-test p"]  # fmt: skip
+    for v in variants:
+        if v == base or not all((v, *key) in found for key in keys):
+            continue
+        cells = []
+        for k in ks:
+            d = np.array([found[(v, *key)][k - 1] - found[(base, *key)][k - 1] for key in keys])
+            more, fewer = int((d > 0).sum()), int((d < 0).sum())
+            p = sign_test(more, fewer)
+            cells.append(f"@{k} {d.sum():+d} ({more}/{len(d) - more - fewer}/{fewer}, p {p:.3f})")
+        lines.append(f"{v:<16}" + "  ".join(cells))
+    return "\n".join(lines)
+
+
 def plot(prevalence: float, summary: dict, positives: float, budget: int, path: Path) -> None:
     import matplotlib
 
@@ -434,6 +459,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="1 seed, prevalence 0.005, budget 100")
     p.add_argument("--limit", type=int, help="use only the first N rows of the file (dev)")
     p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="run nothing: report the runs of earlier results files together (a later file's "
+        "run of the same variant, pool and target replaces an earlier one's)",
+    )
+    p.add_argument(
         "--protocol",
         choices=("joint", "single"),
         default="joint",
@@ -452,10 +485,56 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def merged(files: list[Path]) -> tuple[list[dict], dict]:
+    """The runs of earlier results files, and the last file's header."""
+    runs: dict[tuple, dict] = {}
+    for f in files:
+        try:
+            report = json.loads(f.read_text())
+            for d in report["prevalences"].values():
+                for r in d["runs"]:
+                    runs[(r["prevalence"], r["variant"], r["seed"], r["target"])] = r
+        except (OSError, ValueError, KeyError) as e:
+            raise SystemExit(f"error: {f} is not a results file of this benchmark ({e})") from None
+    return list(runs.values()), report
+
+
+def print_report(results: list[dict], args: argparse.Namespace) -> dict:
+    """The tables, per-window gains and paired comparison of each prevalence; plots."""
+    out = {}
+    for p in args.prevalences:
+        res_p = [r for r in results if r["prevalence"] == p]
+        summary = summarise(res_p, args.variants, args.budget)
+        positives = float(np.mean([r["positives"] for r in res_p]))
+        png = args.out / f"curve_{args.protocol}_p{p}.png"
+        plot(p, summary, positives, args.budget, png)
+        print()
+        print(format_table(p, summary, res_p, args.budget, args.protocol))
+        print(format_windows(summary, args.budget))
+        print(format_paired(res_p, args.variants))
+        print(f"plot: {png}")
+        out[str(p)] = {
+            "positives_mean": positives,
+            "summary": summary,
+            "runs": sorted(res_p, key=lambda r: (r["variant"], r["seed"])),
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     global BENCH
     args = parse_args(argv)
     t_start = time.perf_counter()
+    if args.merge:
+        results, header = merged(args.merge)
+        present = {r["variant"] for r in results}
+        args.variants = [v for v in (*args.variants, *sorted(present)) if v in present]
+        args.variants = list(dict.fromkeys(args.variants))
+        args.prevalences = sorted({r["prevalence"] for r in results}, reverse=True)
+        args.budget, args.protocol = header["budget"], header["protocol"]
+        args.out.mkdir(parents=True, exist_ok=True)
+        print_report(results, args)
+        return 0
     threadpool_limits(1)
     BENCH = load(args.data, args.budget, args.limit)
     per_run = [None] if args.protocol == "joint" else TARGETS
@@ -497,21 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": args.protocol,
         "prevalences": {},
     }
-    for p in args.prevalences:
-        res_p = [r for r in results if r["prevalence"] == p]
-        summary = summarise(res_p, args.variants, args.budget)
-        positives = float(np.mean([r["positives"] for r in res_p]))
-        png = args.out / f"curve_{args.protocol}_p{p}.png"
-        plot(p, summary, positives, args.budget, png)
-        print()
-        print(format_table(p, summary, res_p, args.budget, args.protocol))
-        print(format_windows(summary, args.budget))
-        print(f"plot: {png}")
-        report["prevalences"][str(p)] = {
-            "positives_mean": positives,
-            "summary": summary,
-            "runs": sorted(res_p, key=lambda r: (r["variant"], r["seed"])),
-        }
+    report["prevalences"] = print_report(results, args)
     wall = time.perf_counter() - t_start
     report["wall_seconds"] = round(wall, 1)
     out_json = args.out / f"results_{args.protocol}.json"

@@ -7,6 +7,7 @@ mode): it tells a manager how fast the loop finds a rare class on data they alre
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -108,6 +109,16 @@ def run(
     if prio is not None:
         prio.fit(pool, state, index=index)
     return RunResult(method, found, elapsed, prio, state)
+
+
+def sign_test(more: int, fewer: int) -> float:
+    """Two-sided sign test: how likely a split at least this uneven is between two variants
+    that are equally good, over pools where one found more and the other fewer (ties
+    dropped). Runs a find or two apart are told apart by this, not by their means."""
+    n, k = more + fewer, min(more, fewer)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
 
 
 def recall_at(found: list[int], positives: int, k: int) -> float | None:

@@ -20,7 +20,7 @@ import pytest
 from model.data import DataError, Dataset, build_pool, read_csv
 from model.labels import LabelState
 from model.prioritiser import Pool, Prioritiser, RankerConfig
-from model.simulate import f1_per_target, format_table, recall_at, report, run
+from model.simulate import f1_per_target, format_table, recall_at, report, run, sign_test
 
 BUDGET = 30
 PREVALENCE = 0.02
@@ -352,6 +352,16 @@ def test_a_seals_run_indexes_only_the_columns_it_is_told(config):
     res = run(X, labels, ["A", "B"], seeds, 10, "system", cfg, protos, index_columns=4)
     assert res.prioritiser.seals_.index.dim == 4 and len(res.found) == 10
     assert not hasattr(res.prioritiser, "own_index_")
+
+
+@pytest.mark.parametrize("more, fewer", [(8, 6), (12, 2), (0, 5), (16, 0), (7, 7), (1, 0)])
+def test_sign_test_is_scipys_two_sided_binomial_test(more, fewer):
+    from scipy.stats import binomtest
+
+    expected = binomtest(more, more + fewer, 0.5).pvalue
+    assert sign_test(more, fewer) == pytest.approx(expected, rel=1e-12)
+    assert sign_test(fewer, more) == sign_test(more, fewer)
+    assert sign_test(0, 0) == 1.0
 
 
 def test_f1_per_target_matches_a_direct_count():
