@@ -66,6 +66,7 @@ _PAPER = {
 }
 # the default until 2026-11: the class bandit over its last 20 picks, human labels weigh 5
 _BANDIT = {"class_choice": "bandit", "precision_window": 20, "human_weight": 5.0}
+_SEALS = {"seals_above": 0, "seals_sample": 2000}
 VARIANTS: dict[str, tuple[str, dict]] = {
     "random": ("random", {}),
     "tropel": ("tropel", {"lexical_dims": 0}),  # as published: fixed (embedding) features
@@ -98,13 +99,21 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     # SEALS on although the pool is small: the working set is the labelled rows, their 100
     # nearest neighbours by the embedding (as the worker indexes a large pool) and a
     # 2,000-row sample (about a tenth of the pool), not the pool
-    "seals": ("system", {"seals_above": 0, "seals_sample": 2000}),
+    "seals": ("system", _SEALS),
     # ... with neighbours by every column (embedding and lexical), not the embedding alone
-    "seals_all": ("system", {"seals_above": 0, "seals_sample": 2000}),
+    "seals_all": ("system", _SEALS),
     # SEALS's pseudo-negatives (from that working set) with the queue over every row
     "seals_negatives": ("system", {"pseudo_source": "seals", "seals_sample": 2000}),
+    # this other rows on top of seals_all: would they beat SEALS as a default?
+    "seals_all+neighbours": ("system", {**_SEALS, "neighbours": 10}),
+    "seals_all+augment": ("system", {**_SEALS, "augment": 2}),
+    "seals_all+ad_density": (
+        "system",
+        {**_SEALS, "strategy": "adaptive", "uncertainty": "information_density"},
+    ),  # fmt: skip
 }
-INDEX_EVERY_COLUMN = {"seals_all"}  # the others index the embedding, as the worker does
+# these index every column; the others the embedding, as the worker does
+INDEX_EVERY_COLUMN = {v for v in VARIANTS if v.startswith("seals_all")}
 
 
 # ---------------------------------------------------------------- data, shared by workers
