@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from rq import Queue
@@ -284,7 +285,8 @@ def _lexical_columns(project: int) -> int:
     return _warm().lexical_columns.get(project, 0)
 
 
-def index_path(project: int):
+def index_path(project: int) -> Path:
+    """Where the worker saves the project's neighbour index (`.hnsw` and `.rows.npz`)."""
     return cache_dir() / "indexes" / f"project-{project}"
 
 

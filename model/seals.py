@@ -212,7 +212,7 @@ class SealsCandidates:
         fresh = list(seen.values())
         if not fresh:
             return 0
-        V = self._as_index_sees(np.atleast_2d(vectors)[fresh])
+        V = self._as_indexed(np.atleast_2d(vectors)[fresh])
         nbr, sim = self.index.neighbours(V, self.k)
         if nbr.shape[1] < self.k:  # fewer indexed items than k
             pad = self.k - nbr.shape[1]
@@ -228,7 +228,7 @@ class SealsCandidates:
         self.queries += len(fresh)
         return len(fresh)
 
-    def _as_index_sees(self, V: np.ndarray) -> np.ndarray:
+    def _as_indexed(self, V: np.ndarray) -> np.ndarray:
         """float32, and unit length in a "cosine" index (which normalises what it holds), so
         that the brute-force similarities of `added` are on the index's scale."""
         V = np.ascontiguousarray(V, dtype=np.float32)
@@ -257,7 +257,7 @@ class SealsCandidates:
             return
         for s in range(0, len(rows), chunk):
             r = rows[s : s + chunk]
-            S = self._vec @ self._as_index_sees(X_rows[s : s + chunk]).T
+            S = self._vec @ self._as_indexed(X_rows[s : s + chunk]).T
             # a row re-added under the same id must not appear twice in a list
             dup = np.isin(self._nbr, r)
             sim_old = np.where(dup, -np.inf, self._sim)
