@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from model.labels import LabelState
-from model.prioritiser import Pool, Prioritiser, RankerConfig, prototype_text
+from model.prioritiser import LARGE_POOL, Pool, Prioritiser, RankerConfig, prototype_text
 from model.rankers import CosineRanker, LinearRanker, n_pseudo_negatives
 
 SEEDS_PER_TARGET = 5
@@ -242,10 +242,19 @@ def test_prototype_text_from_the_class_name(target, description, expected):
 
 def test_refit_after_new_tasks_join_the_pool(real_pool):
     state = seeded_state(real_pool)
-    prio = Prioritiser(list(real_pool.targets), RankerConfig(), real_pool.prototypes)
+    whole = RankerConfig(seals_above=LARGE_POOL)  # every row ranked, as below LARGE_POOL once
+    prio = Prioritiser(list(real_pool.targets), whole, real_pool.prototypes)
     prio.fit(Pool(real_pool.ids[:500], real_pool.X[:500]), state)
     prio.fit(Pool(real_pool.ids, real_pool.X), state)  # 100 tasks imported since
     assert prio.scores_.shape == (len(real_pool.ids), len(real_pool.targets))
+    # the default (SEALS): the new rows join the index and the cached neighbour lists
+    prio = Prioritiser(list(real_pool.targets), RankerConfig(), real_pool.prototypes)
+    prio.fit(Pool(real_pool.ids[:500], real_pool.X[:500]), state)
+    index = prio.own_index_
+    prio.fit(Pool(real_pool.ids, real_pool.X), state)
+    assert prio.own_index_ is index and index.ids == list(real_pool.ids)
+    assert prio.seals_rows_ == len(real_pool.ids) and prio.view_.max() >= 500
+    assert (prio.sample_ >= 500).any()  # the sample stands for the grown pool
 
 
 def test_density_is_the_mean_cosine_to_the_candidates(real_pool):
@@ -298,7 +307,9 @@ def test_seals_mode_ranks_a_working_set_and_returns_pool_rows(real_pool):
 
 def test_seals_pseudo_negatives_come_from_the_working_set_and_the_queue_from_the_pool(real_pool):
     state = seeded_state(real_pool)
-    config = RankerConfig(pseudo_source="seals", seals_k=20, seals_sample=100, random_state=0)
+    config = RankerConfig(
+        pseudo_source="seals", seals_k=20, seals_sample=100, seals_above=LARGE_POOL
+    )
     prio = Prioritiser(list(real_pool.targets), config, real_pool.prototypes)
     pool = Pool(real_pool.ids, real_pool.X)
     rows, _ = prio.fit(pool, state).queue(50)
@@ -357,3 +368,13 @@ def test_seals_with_a_handed_index_over_the_embedding_columns_follows_the_pool_a
     np.testing.assert_array_equal(
         raw.index.neighbours(some, 10)[0], index.index.neighbours(X[:5, :dim], 10)[0]
     )
+
+
+@pytest.mark.parametrize(
+    "n, sample, expected",
+    [(600, None, 600), (19_731, None, 2_000), (50_000, None, 5_000), (10**6, None, 20_000),
+     (50_000, 100, 100), (50, 100, 50)],
+)  # fmt: skip
+def test_the_seals_sample_is_a_tenth_of_the_pool_between_2000_and_20000_rows(n, sample, expected):
+    prio = Prioritiser(["A"], RankerConfig(seals_sample=sample))
+    assert prio._sample_size(n) == expected
