@@ -394,6 +394,7 @@ def ranker_config(cfg: ProjectConfig) -> RankerConfig:
     return RankerConfig(
         f_a=cfg.f_a, strategy=cfg.strategy, uncertainty=cfg.uncertainty, C=cfg.C,
         outlier_prior=cfg.outlier_prior, lexical_dims=cfg.lexical_dims,
+        seals_above=LARGE_POOL,  # where the pool turns compact and gets its index
     )  # fmt: skip
 
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from model.data import Dataset, build_pool, read_csv  # noqa: E402
 from model.embedding import Embedder, SQLiteCache, default_cache_path  # noqa: E402
 from model.features import pad_prototypes, pool_features, with_lexical  # noqa: E402
-from model.prioritiser import LARGE_POOL, RankerConfig, embed_prototypes  # noqa: E402
+from model.prioritiser import RankerConfig, embed_prototypes  # noqa: E402
 from model.simulate import (  # noqa: E402
     f1_per_target,
     initial_positives,
@@ -57,11 +57,7 @@ TEST_SEED_OFFSET = 10_000  # the same-prevalence test set of random state s uses
 
 # name -> (simulate.run method, RankerConfig keyword arguments). A new variant is one line.
 # The ladder from the paper's loop to the default adds one ingredient per row.
-# Until 2026-11 every step ranked the whole pool below LARGE_POOL (SEALS only above): the
-# ladder and the rows measured against that default keep it, so they reproduce.
-_WHOLE = {"seals_above": LARGE_POOL}
 _PAPER = {
-    **_WHOLE,
     "strategy": "adaptive",
     "human_weight": 1.0,
     "class_choice": "probability",
@@ -69,7 +65,8 @@ _PAPER = {
     "bottom_fraction": 0.5,
 }
 # the default until 2026-11: the class bandit over its last 20 picks, human labels weigh 5
-_BANDIT = {**_WHOLE, "class_choice": "bandit", "precision_window": 20, "human_weight": 5.0}
+_BANDIT = {"class_choice": "bandit", "precision_window": 20, "human_weight": 5.0}
+_SEALS = {"seals_above": 0, "seals_sample": 2000}
 VARIANTS: dict[str, tuple[str, dict]] = {
     "random": ("random", {}),
     "tropel": ("tropel", {"lexical_dims": 0}),  # as published: fixed (embedding) features
@@ -82,35 +79,42 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "+bottom95": ("system", {**_BANDIT, "bottom_fraction": 0.95}),  # + a wider negative band
     # + the class chosen by its first choice's logit, calibrated per class
     "+calibrated": ("system", {**_BANDIT, "class_choice": "calibrated", "bottom_fraction": 0.95}),
-    # + retuned: 40 picks, the bottom 99%, human weight 2 (the default until 2026-11)
-    "whole_pool": ("system", _WHOLE),
-    # + SEALS on every pool: each step ranks the labelled items' 100 nearest neighbours (by
-    # every column) and a sample of a tenth of the pool (2,000 rows here), not every row
-    "default": ("system", {}),
-    # whole_pool with one change each (measured against it, on 3 random states)
-    "bandit": ("system", {**_WHOLE, "class_choice": "bandit"}),  # the Beta class bandit
-    "probability": ("system", {**_WHOLE, "class_choice": "probability"}),  # raw probability
-    "hweight5": ("system", {**_WHOLE, "human_weight": 5.0}),
-    "bottom95": ("system", {**_WHOLE, "bottom_fraction": 0.95}),
-    "lexical128": ("system", {**_WHOLE, "lexical_dims": 128}),
-    "no_pseudo": ("system", {**_WHOLE, "f_a": 0}),  # without pseudo-negatives
-    "bottom80": ("system", {**_WHOLE, "bottom_fraction": 0.8}),  # from the bottom 80%
-    "fa10": ("system", {**_WHOLE, "f_a": 10}),  # fewer pseudo-negatives than f_a = 100
-    "fa30": ("system", {**_WHOLE, "f_a": 30}),
-    "margin": ("system", {**_WHOLE, "strategy": "margin"}),  # margin queries only
-    # issue 4, on top of the default: the margin phase's uncertainty measures, the
-    # nearest-labelled-neighbour correction, augmentation
-    "neighbours": ("system", {"neighbours": 10}),
+    "default": ("system", {}),  # + retuned: 40 picks, the bottom 99%, human weight 2
+    "bandit": ("system", {"class_choice": "bandit"}),  # the default with the Beta bandit
+    "probability": ("system", {"class_choice": "probability"}),  # ... by raw probability
+    "hweight5": ("system", {"human_weight": 5.0}),
+    "bottom95": ("system", {"bottom_fraction": 0.95}),
+    "lexical128": ("system", {"lexical_dims": 128}),
+    "no_pseudo": ("system", {"f_a": 0}),  # the default without pseudo-negatives
+    "bottom80": ("system", {"bottom_fraction": 0.8}),  # pseudo-negatives from the bottom 80%
+    "fa10": ("system", {"f_a": 10}),  # fewer pseudo-negatives than the paper's f_a = 100
+    "fa30": ("system", {"f_a": 30}),
+    "margin": ("system", {"strategy": "margin"}),  # the default with margin queries
+    "neighbours": ("system", {"neighbours": 10}),  # + nearest-labelled-neighbour correction
+    # issue 4: the margin phase's uncertainty measures, augmentation, SEALS candidate pools
     "ad_margin": ("system", {"strategy": "adaptive"}),
     "ad_entropy": ("system", {"strategy": "adaptive", "uncertainty": "entropy"}),
     "ad_density": ("system", {"strategy": "adaptive", "uncertainty": "information_density"}),
     "augment": ("system", {"augment": 2}),  # 2 mixup positives per real one
-    # the default with neighbours by the embedding alone, as the worker indexes a large pool
-    "seals": ("system", {}),
-    # whole_pool's queue with SEALS's pseudo-negatives (from the working set, by the embedding)
-    "seals_negatives": ("system", {**_WHOLE, "pseudo_source": "seals", "seals_sample": 2000}),
+    # SEALS on although the pool is small: the working set is the labelled rows, their 100
+    # nearest neighbours by the embedding (as the worker indexes a large pool) and a
+    # 2,000-row sample (about a tenth of the pool), not the pool
+    "seals": ("system", _SEALS),
+    # ... with neighbours by every column (embedding and lexical), not the embedding alone
+    "seals_all": ("system", _SEALS),
+    # SEALS's pseudo-negatives (from that working set) with the queue over every row
+    "seals_negatives": ("system", {"pseudo_source": "seals", "seals_sample": 2000}),
+    # this issue's other rows on top of seals_all: would they beat SEALS as a default?
+    "seals_all+neighbours": ("system", {**_SEALS, "neighbours": 10}),
+    "seals_all+augment": ("system", {**_SEALS, "augment": 2}),
+    "seals_all+ad_margin": ("system", {**_SEALS, "strategy": "adaptive"}),
+    "seals_all+ad_density": (
+        "system",
+        {**_SEALS, "strategy": "adaptive", "uncertainty": "information_density"},
+    ),  # fmt: skip
 }
-INDEX_EMBEDDING = {"seals", "seals_negatives"}  # the others index every column
+# these index every column; the others the embedding, as the worker does
+INDEX_EVERY_COLUMN = {v for v in VARIANTS if v.startswith("seals_all")}
 
 
 # ---------------------------------------------------------------- data, shared by workers
@@ -209,7 +213,7 @@ def run_job(job: Job) -> dict:
     with threadpool_limits(1):
         X, lexical = pool_features(b.X[rows], [b.data.texts[i] for i in rows], dims, job.seed)
         protos = pad_prototypes(b.prototypes, dims)
-        columns = b.X.shape[1] if job.variant in INDEX_EMBEDDING else None
+        columns = None if job.variant in INDEX_EVERY_COLUMN else b.X.shape[1]
         res = run(X, labels, targets, seeds, b.budget, method, config, protos,
                   index_columns=columns)  # fmt: skip
     # The label state keeps insertion order: the seeds first, then the rows asked for.

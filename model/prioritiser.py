@@ -31,8 +31,8 @@ if TYPE_CHECKING:  # for the hints only: hnswlib is imported where a pool needs 
     from model.seals import PoolIndex
 
 CLASS_CHOICES = ("calibrated", "bandit", "probability")
-# From this many tasks a pool is "large": the worker stores its vectors as float16
-# (`Pool.compact`) and keeps its SEALS index over the embedding, on disk (backend.jobs).
+# From this many tasks a pool is "large": its vectors are stored as float16 (`Pool.compact`)
+# and each step ranks a SEALS working set instead of every row.
 LARGE_POOL = 200_000
 
 
@@ -61,13 +61,10 @@ class RankerConfig:
     precision_prior: tuple[float, float] = (4.5, 0.5)  # Beta prior: optimistic, worth 5 picks
     offset_prior_sd: float = 1.5  # prior sd of the Platt offsets
     thompson: bool = True  # draw the class from its posterior (explore); False: the mean
-    # SEALS (Coleman et al. 2020): each step ranks a working set, the unlabelled k nearest
-    # neighbours of labelled items (and of the class prototypes), found with an HNSW index,
-    # plus a uniform sample of the pool. On every pool by default: on dbpedia14 it finds
-    # more rare items by label 100 than ranking every row, and as many by label 300
-    # (benchmarks/simulate_dbpedia.py, rows default and whole_pool).
+    # SEALS (Coleman et al. 2020) on large pools: candidates are the unlabelled k nearest
+    # neighbours of labelled items (and of the class prototypes), found with an HNSW index.
     seals_k: int = 100
-    seals_above: int = 0  # pool size from which SEALS is used; 0 = always
+    seals_above: int = LARGE_POOL  # pool size from which SEALS is used; 0 = always
     # the sample: a tenth of the pool, at least 2,000 and at most 20,000 rows; or this many
     seals_sample: int | None = None
     # Where a small pool's pseudo-negatives come from: "pool" (every unlabelled row) or
@@ -182,12 +179,11 @@ class Prioritiser:
     ) -> Prioritiser:
         """Refit every class on the current labels and rescore the pool.
 
-        From `seals_above` rows (by default on every pool) the work runs on a working set: the
-        labelled rows, the SEALS candidates and a fixed uniform sample of the pool (from whose
-        bottom the pseudo-negatives are drawn), so a step never touches all rows.
+        On a pool of `seals_above` rows or more, the same work runs on a working set instead:
+        the labelled rows, the SEALS candidates and a fixed uniform sample of the pool (from
+        whose bottom the pseudo-negatives are drawn), so a step never touches all rows.
         `index` is the pool's neighbour index, kept by the caller (the worker keeps one over
-        the embedding of a large pool, and saves it); without one, the prioritiser indexes
-        every column of the pool itself.
+        the embedding and saves it); without one, the prioritiser indexes the pool itself.
         `rarity` (one outlier score per pool row, model.screening; a `PoolRarity` scores
         the rows read only) is the exploration prior of classes with no positive yet.
         """

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from model.features import pad_prototypes, pool_features, with_lexical
 from model.labels import LabelState
-from model.prioritiser import LARGE_POOL, Pool, Prioritiser, RankerConfig, embed_prototypes
+from model.prioritiser import Pool, Prioritiser, RankerConfig, embed_prototypes
 
 CHECKPOINTS = (50, 100, 300)
 
@@ -37,7 +37,6 @@ def tropel_config(config: RankerConfig) -> RankerConfig:
     return RankerConfig(
         f_a=0, strategy="positive", C=config.C, human_weight=1.0, class_choice="probability",
         outlier_prior=0.0, lexical_dims=0, random_state=config.random_state,
-        seals_above=LARGE_POOL,  # it ranks every row (SEALS only where that is too slow)
     )  # fmt: skip
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from model.labels import LabelState
-from model.prioritiser import LARGE_POOL, Pool, Prioritiser, RankerConfig, prototype_text
+from model.prioritiser import Pool, Prioritiser, RankerConfig, prototype_text
 from model.rankers import CosineRanker, LinearRanker, n_pseudo_negatives
 
 SEEDS_PER_TARGET = 5
@@ -242,13 +242,12 @@ def test_prototype_text_from_the_class_name(target, description, expected):
 
 def test_refit_after_new_tasks_join_the_pool(real_pool):
     state = seeded_state(real_pool)
-    whole = RankerConfig(seals_above=LARGE_POOL)  # every row ranked, as below LARGE_POOL once
-    prio = Prioritiser(list(real_pool.targets), whole, real_pool.prototypes)
+    prio = Prioritiser(list(real_pool.targets), RankerConfig(), real_pool.prototypes)
     prio.fit(Pool(real_pool.ids[:500], real_pool.X[:500]), state)
     prio.fit(Pool(real_pool.ids, real_pool.X), state)  # 100 tasks imported since
     assert prio.scores_.shape == (len(real_pool.ids), len(real_pool.targets))
-    # the default (SEALS): the new rows join the index and the cached neighbour lists
-    prio = Prioritiser(list(real_pool.targets), RankerConfig(), real_pool.prototypes)
+    # with SEALS: the new rows join the index, the cached neighbour lists and the sample
+    prio = Prioritiser(list(real_pool.targets), RankerConfig(seals_above=0), real_pool.prototypes)
     prio.fit(Pool(real_pool.ids[:500], real_pool.X[:500]), state)
     index = prio.own_index_
     prio.fit(Pool(real_pool.ids, real_pool.X), state)
@@ -307,9 +306,7 @@ def test_seals_mode_ranks_a_working_set_and_returns_pool_rows(real_pool):
 
 def test_seals_pseudo_negatives_come_from_the_working_set_and_the_queue_from_the_pool(real_pool):
     state = seeded_state(real_pool)
-    config = RankerConfig(
-        pseudo_source="seals", seals_k=20, seals_sample=100, seals_above=LARGE_POOL
-    )
+    config = RankerConfig(pseudo_source="seals", seals_k=20, seals_sample=100, random_state=0)
     prio = Prioritiser(list(real_pool.targets), config, real_pool.prototypes)
     pool = Pool(real_pool.ids, real_pool.X)
     rows, _ = prio.fit(pool, state).queue(50)
