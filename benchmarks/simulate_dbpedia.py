@@ -408,6 +408,7 @@ def format_paired(results: list[dict], variants: list[str], base: str = "default
     ks = [k for k in CHECKPOINTS if k <= len(found[(base, *keys[0])])]
     lines = [f"paired with {base} over {len(keys)} pools: finds added, pools more/equal/fewer, "
              f"sign-test p"]  # fmt: skip
+    width = max(len(v) for v in variants) + 2
     for v in variants:
         if v == base or not all((v, *key) in found for key in keys):
             continue
@@ -417,7 +418,7 @@ def format_paired(results: list[dict], variants: list[str], base: str = "default
             more, fewer = int((d > 0).sum()), int((d < 0).sum())
             p = sign_test(more, fewer)
             cells.append(f"@{k} {d.sum():+d} ({more}/{len(d) - more - fewer}/{fewer}, p {p:.3f})")
-        lines.append(f"{v:<16}" + "  ".join(cells))
+        lines.append(f"{v:<{width}}" + "  ".join(cells))
     return "\n".join(lines)
 
 
