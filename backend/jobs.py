@@ -300,18 +300,16 @@ def _pool_index(pool: Pool, project: int) -> PoolIndex | None:
     if len(pool.ids) < LARGE_POOL:
         return None
     warm, dim, path = _warm(), pool.X.shape[1] - _lexical_columns(project), index_path(project)
-    index = warm.indexes.get(project)
-    if index is None:
-        index = PoolIndex.load(path, dim)
-        if index is not None:
-            log.info("project %s: loaded the neighbour index of %d tasks", project, len(index.ids))
-    if index is None or index.dim != dim or not index.extends(pool.ids):
-        t0 = time.perf_counter()
-        index = PoolIndex.build(pool.ids, pool.X, dim)
+    kept = warm.indexes.get(project)
+    if kept is None:
+        kept = PoolIndex.load(path, dim)
+        if kept is not None:
+            log.info("project %s: loaded the neighbour index of %d tasks", project, len(kept.ids))
+    t0 = time.perf_counter()
+    index = PoolIndex.follow(kept, pool.ids, pool.X, dim)
+    if index is not kept:
         log.info("project %s: built the neighbour index of %d tasks in %.1fs",
                  project, len(pool.ids), time.perf_counter() - t0)  # fmt: skip
-    elif len(index.ids) < len(pool.ids):
-        index.grow(pool.ids, pool.X)
     if len(index.ids) >= INDEX_SAVE_GROWTH * index.saved_size:
         index.save(path)
     warm.indexes[project] = index

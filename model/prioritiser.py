@@ -205,12 +205,8 @@ class Prioritiser:
 
         n = len(pool.ids)
         if index is None:  # the prioritiser's own, over every column
-            index = getattr(self, "own_index_", None)
-            if index is not None and index.extends(pool.ids):
-                index.grow(pool.ids, pool.X)
-            else:
-                index = PoolIndex.build(pool.ids, pool.X, pool.X.shape[1])
-            self.own_index_ = index
+            own = getattr(self, "own_index_", None)
+            index = self.own_index_ = PoolIndex.follow(own, pool.ids, pool.X, pool.X.shape[1])
         elif len(index.ids) != n:
             raise ValueError(f"the neighbour index holds {len(index.ids)} rows, the pool {n}")
         X = pool.X[:, : index.dim]  # a view: the columns the index was built on

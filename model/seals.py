@@ -323,12 +323,22 @@ class PoolIndex:
         n = len(self.ids)
         return len(ids) >= n and list(ids[:n]) == self.ids
 
-    def grow(self, ids: Sequence[Hashable], X: np.ndarray) -> np.ndarray:
-        """Index the rows of `ids` beyond those held (`extends(ids)` must hold); returns them."""
-        new = np.arange(len(self.ids), len(ids))
-        self.index.add(new, X[len(self.ids) :, : self.dim])
-        self.ids = list(ids)
-        return new
+    def grow(self, ids: Sequence[Hashable], X: np.ndarray) -> None:
+        """Index the rows of `ids` beyond those held (`extends(ids)` must hold)."""
+        if len(ids) > len(self.ids):
+            self.index.add(np.arange(len(self.ids), len(ids)), X[len(self.ids) :, : self.dim])
+            self.ids = list(ids)
+
+    @classmethod
+    def follow(
+        cls, index: PoolIndex | None, ids: Sequence[Hashable], X: np.ndarray, dim: int
+    ) -> PoolIndex:
+        """`index` grown by the tasks appended to its pool since, or a new index when the pool
+        is not its pool plus appended tasks (tasks deleted, another width, no index yet)."""
+        if index is not None and index.dim == dim and index.extends(ids):
+            index.grow(ids, X)
+            return index
+        return cls.build(ids, X, dim)
 
     def save(self, path: Path) -> None:
         """Write `path`.hnsw and `path`.rows.npz; each replaces its old copy atomically, and
