@@ -197,8 +197,7 @@ def screen_import(store: Store, cfg: ProjectConfig, vectors: dict[int, np.ndarra
                 log.info("project %s: %d tasks are too few to screen", p, len(pool.ids))
                 return {}
             screen = OutlierScreen()  # fitted on a sample: no float32 copy of a large pool
-            rows = np.random.default_rng(0).permutation(len(pool.ids))[: screen.max_fit_rows]
-            semantic = embedding_part(pool.X[np.sort(rows)], _lexical_columns(p))
+            semantic = embedding_part(pool.X[screen.fit_sample(len(pool.ids))], _lexical_columns(p))
             _warm().screens[p] = screen.fit(semantic)
         summary, how = summarise(screen.score(E)), "outlier screen"
     store.set_status(p, last_import_tasks=summary["n"],

@@ -115,10 +115,7 @@ class OutlierScreen:
         if len(X) < 2:
             raise DataError(f"screening needs at least 2 rows to fit, got {len(X)}")
         rng = np.random.default_rng(self.random_state)
-        if len(X) > self.max_fit_rows:
-            rows = np.sort(rng.choice(len(X), self.max_fit_rows, replace=False))
-        else:
-            rows = np.arange(len(X))
+        rows = self.fit_sample(len(X), rng)  # the autoencoder's halves draw on after it
         Xf = X[rows]
         if self.method == "iforest":
             from sklearn.ensemble import IsolationForest
@@ -151,6 +148,14 @@ class OutlierScreen:
         self.reference_ = np.sort(np.asarray(reference, dtype=np.float64))
         self.n_features_in_ = X.shape[1]
         return self
+
+    def fit_sample(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        """The rows of an n-row matrix that `fit` fits on: all, or a seeded subsample of
+        `max_fit_rows`. A caller may gather just these from a large pool and fit on them."""
+        if n <= self.max_fit_rows:
+            return np.arange(n)
+        rng = rng or np.random.default_rng(self.random_state)
+        return np.sort(rng.choice(n, self.max_fit_rows, replace=False))
 
     def _autoencoder(self, X: np.ndarray):
         from sklearn.exceptions import ConvergenceWarning
@@ -222,14 +227,10 @@ class PoolRarity:
     def __init__(self, screen: OutlierScreen, X: np.ndarray, prepare=None) -> None:
         self.screen, self.X = screen, X
         self.prepare = prepare or (lambda rows: rows)
-        n = len(X)
-        fit_rows = np.arange(n)
-        if n > screen.max_fit_rows:
-            rng = np.random.default_rng(screen.random_state)
-            fit_rows = np.sort(rng.choice(n, screen.max_fit_rows, replace=False))
+        fit_rows = screen.fit_sample(len(X))
         screen.fit(self.prepare(X[fit_rows]))
         self.fit_rows = fit_rows  # pool rows; the screen's own `fit_rows_` index this array
-        self.values = np.full(n, np.nan)
+        self.values = np.full(len(X), np.nan)
         self.values[fit_rows] = _ecdf(screen.reference_, screen.fit_raw_)
 
     def __len__(self) -> int:
