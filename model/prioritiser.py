@@ -190,7 +190,7 @@ class Prioritiser:
         self.view_ = None
         if not self.config.seals_view(len(pool.ids)):
             near = None
-            if self.config.pseudo_source == "seals":
+            if self.config.needs_index(len(pool.ids)):  # pseudo-negatives from a working set
                 near = self._seals_rows(pool, state, index)
             whole = None if rarity is None else rarity[:]
             return self._fit(pool, state, whole, pseudo_from=near)
