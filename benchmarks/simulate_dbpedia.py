@@ -66,7 +66,7 @@ _PAPER = {
 }
 # the default until 2026-11: the class bandit over its last 20 picks, human labels weigh 5
 _BANDIT = {"class_choice": "bandit", "precision_window": 20, "human_weight": 5.0}
-_SEALS = {"seals_above": 0, "seals_sample": 2000}
+_SEALS = {"seals_above": 0}  # on the benchmark's ~20k-row pools too (default: from 200k)
 VARIANTS: dict[str, tuple[str, dict]] = {
     "random": ("random", {}),
     "tropel": ("tropel", {"lexical_dims": 0}),  # as published: fixed (embedding) features
@@ -96,25 +96,22 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "ad_entropy": ("system", {"strategy": "adaptive", "uncertainty": "entropy"}),
     "ad_density": ("system", {"strategy": "adaptive", "uncertainty": "information_density"}),
     "augment": ("system", {"augment": 2}),  # 2 mixup positives per real one
-    # SEALS on although the pool is small: the working set is the labelled rows, their 100
-    # nearest neighbours by the embedding (as the worker indexes a large pool) and a
-    # 2,000-row sample (about a tenth of the pool), not the pool
+    # SEALS although the pool is small: each step ranks the labelled rows, their 100
+    # nearest neighbours by the embedding (as the worker indexes a pool) and a sample of a
+    # tenth of the pool (2,000 rows), not every row
     "seals": ("system", _SEALS),
     # ... with neighbours by every column (embedding and lexical), not the embedding alone
     "seals_all": ("system", _SEALS),
-    # SEALS's pseudo-negatives (from that working set) with the queue over every row
-    "seals_negatives": ("system", {"pseudo_source": "seals", "seals_sample": 2000}),
-    # this issue's other rows on top of seals_all: would they beat SEALS as a default?
-    "seals_all+neighbours": ("system", {**_SEALS, "neighbours": 10}),
-    "seals_all+augment": ("system", {**_SEALS, "augment": 2}),
-    "seals_all+ad_margin": ("system", {**_SEALS, "strategy": "adaptive"}),
-    "seals_all+ad_density": (
-        "system",
-        {**_SEALS, "strategy": "adaptive", "uncertainty": "information_density"},
-    ),  # fmt: skip
+    # ... with pseudo-negatives from the bottom of the positives' centroid, not of the last
+    # ranker (what SEALS did before its working set was kept between steps)
+    "seals+centroid": ("system", {**_SEALS, "pseudo_rank": "centroid"}),
+    # SEALS's pseudo-negatives (from its working set) with the queue over every row
+    "seals_negatives": ("system", {"pseudo_source": "seals"}),
+    # the centroid's pseudo-negatives, the queue over every row
+    "centroid_negatives": ("system", {"pseudo_rank": "centroid"}),
 }
 # these index every column; the others the embedding, as the worker does
-INDEX_EVERY_COLUMN = {v for v in VARIANTS if v.startswith("seals_all")}
+INDEX_EVERY_COLUMN = {"seals_all"}
 
 
 # ---------------------------------------------------------------- data, shared by workers

@@ -28,7 +28,7 @@ from model.strategies import UNCERTAINTY, ClassContext, combine, get_strategy
 
 if TYPE_CHECKING:  # for the hints only: hnswlib is imported where a pool needs SEALS
     from model.screening import PoolRarity
-    from model.seals import PoolIndex
+    from model.seals import PoolIndex, WorkingSet
 
 CLASS_CHOICES = ("calibrated", "bandit", "probability")
 # From this many tasks a pool is "large": its vectors are stored as float16 (`Pool.compact`)
@@ -61,10 +61,12 @@ class RankerConfig:
     precision_prior: tuple[float, float] = (4.5, 0.5)  # Beta prior: optimistic, worth 5 picks
     offset_prior_sd: float = 1.5  # prior sd of the Platt offsets
     thompson: bool = True  # draw the class from its posterior (explore); False: the mean
-    # SEALS (Coleman et al. 2020) on large pools: candidates are the unlabelled k nearest
-    # neighbours of labelled items (and of the class prototypes), found with an HNSW index.
+    # SEALS (Coleman et al. 2020) on large pools: each step ranks a working set, the
+    # unlabelled k nearest neighbours of labelled items (and of the class prototypes), found
+    # with an HNSW index, and a uniform sample of the pool. Not on smaller pools: with the
+    # worker's index (over the embedding) it finds fewer rare items by label 300 (README).
     seals_k: int = 100
-    seals_above: int = LARGE_POOL  # pool size from which SEALS is used; 0 = always
+    seals_above: int | None = LARGE_POOL  # pool size from which SEALS is used; 0 = always
     # the sample: a tenth of the pool, at least 2,000 and at most 20,000 rows; or this many
     seals_sample: int | None = None
     # Where a small pool's pseudo-negatives come from: "pool" (every unlabelled row) or
@@ -72,6 +74,9 @@ class RankerConfig:
     # harder negatives), while the queue still ranks every row. A large pool always uses
     # the working set.
     pseudo_source: str = "pool"
+    # Which ranking the pseudo-negatives come from the bottom of: "previous" (the class's
+    # ranker before this label) or "centroid" (cosine to its positives' centroid).
+    pseudo_rank: str = "previous"
     # A class with no positive yet ranks by its prototype blended with the pool's outlier
     # rarity (benchmarks/screening_prior.py: +30% recall at zero labels with LOF at 0.05).
     outlier_prior: float = 0.05
@@ -96,12 +101,16 @@ class RankerConfig:
             )
         if self.pseudo_source not in ("pool", "seals"):
             raise ValueError(f"pseudo_source must be 'pool' or 'seals', got {self.pseudo_source!r}")
+        if self.pseudo_rank not in ("previous", "centroid"):
+            raise ValueError(
+                f"pseudo_rank must be 'previous' or 'centroid', got {self.pseudo_rank!r}"
+            )
         if not 0 < self.bottom_fraction <= 1:
             raise ValueError(f"bottom_fraction must be in (0, 1], got {self.bottom_fraction}")
 
     def seals_view(self, n: int) -> bool:
         """Whether a pool of `n` rows is ranked through a SEALS working set."""
-        return not self.seals_above or n >= self.seals_above
+        return self.seals_above is not None and n >= self.seals_above
 
     def needs_index(self, n: int) -> bool:
         """Whether a pool of `n` rows needs a neighbour index (see `Prioritiser.fit`)."""
@@ -168,7 +177,9 @@ class Prioritiser:
         self.rng = np.random.default_rng(self.config.random_state)
         self.rankers_: dict[str, CosineRanker | LinearRanker] = {}
         self.scores_: np.ndarray | None = None  # (n, k) scores of the pool
+        self.raw_scores_: np.ndarray | None = None  # the same before any outlier prior
         self.ids_: list[Hashable] | None = None  # the pool those scores belong to
+        self.working_: WorkingSet | None = None  # a SEALS step's rows, kept between steps
 
     def fit(
         self,
@@ -181,7 +192,9 @@ class Prioritiser:
 
         On a pool of `seals_above` rows or more, the same work runs on a working set instead:
         the labelled rows, the SEALS candidates and a fixed uniform sample of the pool (from
-        whose bottom the pseudo-negatives are drawn), so a step never touches all rows.
+        whose bottom the pseudo-negatives are drawn), so a step never touches all rows. The
+        working set is kept between steps (`model.seals.WorkingSet`): a step copies only
+        the rows that joined it.
         `index` is the pool's neighbour index, kept by the caller (the worker keeps one over
         the embedding and saves it); without one, the prioritiser indexes the pool itself.
         `rarity` (one outlier score per pool row, model.screening; a `PoolRarity` scores
@@ -195,10 +208,15 @@ class Prioritiser:
             whole = None if rarity is None else rarity[:]
             return self._fit(pool, state, whole, pseudo_from=near)
         rows = self._seals_rows(pool, state, index)
-        self.view_ = rows
-        # float32 even from a compact pool: the working set is small, and converted once
-        view = Pool([pool.ids[i] for i in rows], pool.X[rows])
-        return self._fit(view, state, None if rarity is None else rarity[rows])
+        if self.working_ is None:
+            from model.seals import WorkingSet
+
+            self.working_ = WorkingSet(len(pool.ids), pool.X.shape[1])
+        self.working_.extend(rows, pool.X, pool.ids)
+        self.view_ = self.working_.rows
+        # float32 even from a compact pool: rows are converted once, as they join
+        view = Pool(self.working_.ids, self.working_.X)
+        return self._fit(view, state, None if rarity is None else rarity[self.view_])
 
     def _seals_rows(self, pool: Pool, state: LabelState, index: PoolIndex | None) -> np.ndarray:
         from model.seals import PoolIndex, SealsCandidates
@@ -214,11 +232,13 @@ class Prioritiser:
         if seals is None or seals.index is not index.index:  # a new index: a new cache
             self.seals_ = SealsCandidates(index.index, self.config.seals_k)
             self.sample_ = self.rng.choice(n, self._sample_size(n), replace=False)
+            self.working_ = None  # rows of another pool, or of a sample drawn no more
         elif self.seals_rows_ < n:  # tasks were imported: merge them into the cached lists
             new = np.arange(self.seals_rows_, n)
             self.seals_.added(new, X[new])
             # and draw the sample again: it stands for the pool, imports included
             self.sample_ = self.rng.choice(n, self._sample_size(n), replace=False)
+            self.working_ = None
         self.seals_rows_ = n
         labelled = pool.rows(state.labels)
         self.seals_.update(X, labelled)
@@ -251,11 +271,11 @@ class Prioritiser:
         source = self.unlabelled_  # the rows pseudo-negatives are drawn from
         if pseudo_from is not None:
             source = np.intersect1d(self.unlabelled_, pseudo_from, assume_unique=True)
-        same_pool = self.scores_ is not None and self.ids_ == pool.ids
+        before = self._previous_scores(pool) if self.config.pseudo_rank == "previous" else None
         self.contexts_: list[ClassContext] = []
         for j, target in enumerate(self.targets):
             pos, neg = pool.rows(state.positives(target)), pool.rows(state.negatives(target))
-            previous = self.scores_[:, j] if same_pool else None
+            previous = None if before is None else before[:, j]
             ranker, pseudo = fit_class_ranker(
                 pool.X, pos, neg, source, previous, self.prototypes.get(target),
                 previous=self.rankers_.get(target), f_a=self.config.f_a, C=self.config.C,
@@ -268,14 +288,15 @@ class Prioritiser:
             self.contexts_.append(
                 ClassContext(len(pos), len(neg), ranker.stage == "linear", self.config.uncertainty)
             )
-        self.scores_ = self.score(pool.X)
-        if rarity is not None and self.config.outlier_prior > 0:
+        self.scores_ = self.raw_scores_ = self.score(pool.X)
+        unseen = [j for j, ctx in enumerate(self.contexts_) if ctx.n_positives == 0]
+        if rarity is not None and self.config.outlier_prior > 0 and unseen:
             from model.screening import blend_prior
 
-            for j, ctx in enumerate(self.contexts_):
-                if ctx.n_positives == 0:  # still ranked by its prototype: cosine-like scale
-                    blend = blend_prior(self.scores_[:, j], rarity, self.config.outlier_prior)
-                    self.scores_[:, j] = 2 * blend - 1
+            self.scores_ = self.raw_scores_.copy()
+            for j in unseen:  # still ranked by its prototype: cosine-like scale
+                blend = blend_prior(self.scores_[:, j], rarity, self.config.outlier_prior)
+                self.scores_[:, j] = 2 * blend - 1
         self.ids_ = list(pool.ids)
         window, choice = self.config.precision_window, self.config.class_choice
         # the evidence the class choice reads (model.class_choice), and only that
@@ -284,6 +305,20 @@ class Prioritiser:
         elif choice == "calibrated":
             self.asks_ = [state.recent_asks(t, window) for t in self.targets]
         return self
+
+    def _previous_scores(self, pool: Pool) -> np.ndarray | None:
+        """The last fit's scores (before any prior) of `pool`'s rows, which the
+        pseudo-negatives are drawn from: when `pool` is the last fit's with rows appended
+        (a SEALS working set grows so, a pool by imports), the appended rows scored by the
+        last fit's rankers. None for another pool: the positives' centroid ranks it."""
+        old = self.ids_
+        if self.raw_scores_ is None or old is None or len(pool.ids) < len(old):
+            return None
+        if len(pool.ids) == len(old):
+            return self.raw_scores_ if pool.ids == old else None
+        if pool.ids[: len(old)] != old:
+            return None
+        return np.vstack([self.raw_scores_, self.score(pool.X[len(old) :])])
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """(n, k) per-class scores; one matrix product for all classes."""

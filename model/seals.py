@@ -371,6 +371,53 @@ class PoolIndex:
         return cls(index, ids, saved_size=len(ids))
 
 
+class WorkingSet:
+    """The pool rows a SEALS step ranks, in the order they joined, with their float32
+    vectors kept between steps.
+
+    A step adds the rows that joined since the last one (a label's new neighbours) and
+    copies only those, instead of gathering the whole working set (tens of thousands of
+    rows) again; rows never leave, so earlier rows keep their positions and the
+    prioritiser reuses their scores. A compact pool's float16 rows are converted as they
+    join.
+    """
+
+    def __init__(self, n_pool: int, dim: int, capacity: int = 4096) -> None:
+        self.n_pool = int(n_pool)
+        self.position = np.full(self.n_pool, -1, dtype=np.int64)  # pool row -> position
+        self._rows = np.empty(max(1, capacity), dtype=np.int64)
+        self._X = np.empty((max(1, capacity), dim), dtype=np.float32)
+        self.ids: list[Hashable] = []
+        self.size = 0
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self._rows[: self.size]
+
+    @property
+    def X(self) -> np.ndarray:
+        return self._X[: self.size]  # C-contiguous: a Pool over it copies nothing
+
+    def extend(self, rows: np.ndarray, X: np.ndarray, ids: Sequence[Hashable]) -> int:
+        """Append the `rows` (of a pool with vectors `X` and `ids`) not held yet, in row
+        order; returns how many joined."""
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        new = rows[self.position[rows] < 0]
+        end = self.size + len(new)
+        if end > len(self._rows):
+            grown = max(end, 2 * len(self._rows))
+            self._rows = np.resize(self._rows, grown)
+            X_grown = np.empty((grown, self._X.shape[1]), dtype=np.float32)
+            X_grown[: self.size] = self._X[: self.size]
+            self._X = X_grown
+        self._rows[self.size : end] = new
+        self._X[self.size : end] = X[new]
+        self.position[new] = np.arange(self.size, end)
+        self.ids.extend(ids[i] for i in new.tolist())
+        self.size = end
+        return len(new)
+
+
 def seals_candidates(
     index: NeighbourIndex,
     X: np.ndarray,

@@ -33,10 +33,11 @@ class RunResult:
 
 def tropel_config(config: RankerConfig) -> RankerConfig:
     """Patterson et al. 2015: a linear model on human labels only, asking for its top-scored
-    item (across classes: the most probable class head), none of our additions."""
+    item of the whole pool (across classes: the most probable class head), none of our
+    additions."""
     return RankerConfig(
         f_a=0, strategy="positive", C=config.C, human_weight=1.0, class_choice="probability",
-        outlier_prior=0.0, lexical_dims=0, random_state=config.random_state,
+        outlier_prior=0.0, lexical_dims=0, seals_above=None, random_state=config.random_state,
     )  # fmt: skip
 
 

@@ -304,9 +304,59 @@ def test_seals_mode_ranks_a_working_set_and_returns_pool_rows(real_pool):
     assert prio.seals_.queries == queries + 1
 
 
+def test_the_seals_working_set_is_kept_between_steps_and_its_scores_reused(real_pool):
+    """A step appends the rows that joined the working set and keeps the others in place;
+    the pseudo-negatives come from the last ranking, the joining rows scored by its rankers."""
+    state = seeded_state(real_pool)
+    config = RankerConfig(seals_above=0, seals_k=20, seals_sample=100, random_state=1)
+    prio = Prioritiser(list(real_pool.targets), config, real_pool.prototypes)
+    pool = Pool(real_pool.ids, real_pool.X)
+    rows, _ = prio.fit(pool, state).queue(1)
+    working, before = prio.working_, prio.view_.copy()
+    old_scores = prio.raw_scores_.copy()
+    state.set_label(pool.ids[rows[0]], str(real_pool.labels[rows[0]]))
+    previous = prio._previous_scores(Pool(prio.working_.ids, prio.working_.X))
+    np.testing.assert_array_equal(previous, old_scores)  # the same rows: the same scores
+    prio.fit(pool, state)
+    assert prio.working_ is working and len(prio.view_) > len(before)
+    np.testing.assert_array_equal(prio.view_[: len(before)], before)  # kept in place
+    np.testing.assert_array_equal(prio.working_.X, real_pool.X[prio.view_])
+    # the scores the refit drew from: the old rows' as they were, the new rows' by the old
+    # rankers (checked against a refit from scratch that is handed the same rankers)
+    grown = Pool(prio.working_.ids, prio.working_.X)
+    again = Prioritiser(list(real_pool.targets), config, real_pool.prototypes)
+    again.rankers_, again.ids_ = prio.rankers_, prio.ids_[: len(before)]
+    again.raw_scores_ = prio.raw_scores_[: len(before)]
+    reused = again._previous_scores(grown)
+    np.testing.assert_array_equal(reused[: len(before)], prio.raw_scores_[: len(before)])
+    np.testing.assert_allclose(reused[len(before) :], prio.score(grown.X[len(before) :]), rtol=1e-6)
+    # another pool (not this one with rows appended): nothing to reuse
+    assert prio._previous_scores(Pool(pool.ids[::-1], pool.X[::-1])) is None
+
+
+def test_pseudo_negatives_can_come_from_the_centroids_ranking(real_pool):
+    with pytest.raises(ValueError, match="pseudo_rank"):
+        RankerConfig(pseudo_rank="oracle")
+    state = seeded_state(real_pool)
+    prio = Prioritiser(
+        list(real_pool.targets), RankerConfig(pseudo_rank="centroid"), real_pool.prototypes
+    )
+    pool = Pool(real_pool.ids, real_pool.X)
+    prio.fit(pool, state).fit(pool, state)
+    for j, t in enumerate(real_pool.targets):
+        pos = pool.rows(state.positives(t))
+        centroid = real_pool.X[pos].mean(axis=0)
+        pseudo = pool.rows(state.pseudo_negatives[t])
+        # drawn from the bottom of the centroid's ranking: none among its top 300 rows
+        top = np.argsort(-(real_pool.X @ centroid))[:300]
+        assert len(pseudo) and not set(pseudo.tolist()) & set(top.tolist()), j
+
+
 def test_seals_pseudo_negatives_come_from_the_working_set_and_the_queue_from_the_pool(real_pool):
     state = seeded_state(real_pool)
-    config = RankerConfig(pseudo_source="seals", seals_k=20, seals_sample=100, random_state=0)
+    config = RankerConfig(
+        pseudo_source="seals", seals_above=None, seals_k=20, seals_sample=100, random_state=0
+    )
     prio = Prioritiser(list(real_pool.targets), config, real_pool.prototypes)
     pool = Pool(real_pool.ids, real_pool.X)
     rows, _ = prio.fit(pool, state).queue(50)
