@@ -60,7 +60,7 @@ class _Warm:
     screens: dict[int, OutlierScreen] = field(default_factory=dict)
     lexical: dict[int, tuple[LexicalFeatures, int]] = field(default_factory=dict)  # + pool size
     lexical_columns: dict[int, int] = field(default_factory=dict)  # in the pool's rows now
-    indexes: dict[int, PoolIndex] = field(default_factory=dict)  # large pools only (SEALS)
+    indexes: dict[int, PoolIndex] = field(default_factory=dict)  # SEALS neighbour indexes
 
 
 @lru_cache(maxsize=1)
@@ -289,14 +289,15 @@ def index_path(project: int) -> Path:
     return cache_dir() / "indexes" / f"project-{project}"
 
 
-def _pool_index(pool: Pool, project: int) -> PoolIndex | None:
-    """A large pool's SEALS neighbour index, over the embedding columns (model.seals).
+def _pool_index(pool: Pool, project: int, config: RankerConfig) -> PoolIndex | None:
+    """The pool's SEALS neighbour index, over the embedding columns (model.seals), when the
+    configuration ranks through one.
 
     Kept in memory between jobs and grown by each job's imported tasks; it outlives a
     lexical refit, and it is saved to disk (again at every 5% of growth), so a restarted
     worker loads it and indexes only the tasks imported since, instead of building it
     again (minutes at a million rows)."""
-    if len(pool.ids) < LARGE_POOL:
+    if not config.needs_index(len(pool.ids)):
         return None
     warm, dim, path = _warm(), pool.X.shape[1] - _lexical_columns(project), index_path(project)
     kept = warm.indexes.get(project)
@@ -318,7 +319,7 @@ def _pool_index(pool: Pool, project: int) -> PoolIndex | None:
 def _rarity(pool: Pool, project: int, cfg: ProjectConfig, state: LabelState) -> PoolRarity | None:
     """LOF rarity of the pool's rows, fitted once per pool and only while some target has
     no positive (the only time the prior is used). Each row is scored when a step first
-    reads it: a large pool's steps read their SEALS working set, not a million rows."""
+    reads it: a step reads its SEALS working set, not every row of a large pool."""
     if cfg.outlier_prior <= 0 or all(state.positives(t) for t in cfg.targets):
         return None
     warm, lexical = _warm(), _lexical_columns(project)
@@ -352,7 +353,7 @@ def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
         prio = Prioritiser(cfg.targets, ranker_config(cfg), protos)
         _warm().prioritisers[p] = prio
     prio.config = ranker_config(cfg)
-    prio.fit(pool, state, _rarity(pool, p, cfg, state), _pool_index(pool, p))
+    prio.fit(pool, state, _rarity(pool, p, cfg, state), _pool_index(pool, p, prio.config))
     rows, _ = prio.queue(cfg.queue_size)
     queue = [int(pool.ids[r]) for r in rows]
     label_of_task = dict(zip(queue, prio.queue_targets_, strict=True))  # the class that asked
@@ -391,7 +392,7 @@ def ranker_config(cfg: ProjectConfig) -> RankerConfig:
     return RankerConfig(
         f_a=cfg.f_a, strategy=cfg.strategy, uncertainty=cfg.uncertainty, C=cfg.C,
         outlier_prior=cfg.outlier_prior, lexical_dims=cfg.lexical_dims,
-        seals_above=LARGE_POOL,  # where the pool turns compact and gets its index
+        seals_above=cfg.seals_above,
     )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 
+from model.prioritiser import LARGE_POOL
 from model.strategies import STRATEGIES, UNCERTAINTY
 
 OTHER_LIKE = re.compile(r"^(other|others|none|negative|misc|miscellaneous|rest)$", re.IGNORECASE)
@@ -69,6 +70,7 @@ class ProjectConfig:
     queue_size: int = 100
     C: float = 10.0
     lexical_dims: int = 384  # pool-fitted word statistics beside the embedding; 0 = off
+    seals_above: int | None = LARGE_POOL  # pool size from which a step ranks a SEALS working set
     model_version: str = "rarelabel"
     hostname: str | None = None  # where Label Studio said it lives (at /setup)
     access_token: str | None = None
@@ -90,6 +92,17 @@ def _as_list(value) -> list[str]:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return [v.strip() for v in value if v.strip()]
     raise ConfigError(f"targets must be a list or a comma-separated string, got {value!r}")
+
+
+def _seals_above(value) -> int | None:
+    """A pool size (0 = every pool), or "off" / null: every row is ranked at each step, however
+    large the pool."""
+    if value is None or str(value).strip().lower() in ("off", "none", "null"):
+        return None
+    n = int(value)
+    if n < 0:
+        raise ConfigError(f"seals_above must be >= 0 or 'off', got {n}")
+    return n
 
 
 def resolve(
@@ -130,6 +143,9 @@ def resolve(
         C = float(extra.get("C", env("RARELABEL_C", "10")))
         outlier_prior = float(extra.get("outlier_prior", env("RARELABEL_OUTLIER_PRIOR", "0.05")))
         lexical_dims = int(extra.get("lexical_dims", env("RARELABEL_LEXICAL_DIMS", "384")))
+        seals_above = _seals_above(
+            extra.get("seals_above", env("RARELABEL_SEALS_ABOVE", str(LARGE_POOL)))
+        )
     except (TypeError, ValueError) as e:
         raise ConfigError(f"bad numeric setting: {e}") from None
     strategy = str(extra.get("strategy", env("RARELABEL_STRATEGY", "positive")))
@@ -154,6 +170,7 @@ def resolve(
         queue_size=queue_size,
         C=C,
         lexical_dims=lexical_dims,
+        seals_above=seals_above,
         model_version=env("RARELABEL_MODEL_VERSION", "rarelabel"),
         hostname=hostname,
         access_token=access_token,

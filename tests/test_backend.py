@@ -70,6 +70,17 @@ def test_targets_come_from_extra_params_over_environment(monkeypatch):
     assert (cfg.targets, cfg.f_a, cfg.strategy) == (["Company"], 20.0, "margin")
 
 
+def test_seals_is_on_from_a_pool_size_that_can_be_set_or_turned_off(monkeypatch):
+    default = jobs.ranker_config(resolve(1, LABEL_CONFIG))
+    assert not default.seals_view(jobs.LARGE_POOL - 1) and default.seals_view(jobs.LARGE_POOL)
+    assert jobs.ranker_config(resolve(1, LABEL_CONFIG, {"seals_above": 0})).seals_view(10)
+    monkeypatch.setenv("RARELABEL_SEALS_ABOVE", "5000")
+    config = jobs.ranker_config(resolve(1, LABEL_CONFIG))
+    assert not config.seals_view(4999) and config.seals_view(5000)
+    off = jobs.ranker_config(resolve(1, LABEL_CONFIG, {"seals_above": "off"}))
+    assert off.seals_above is None and not off.needs_index(10**7)
+
+
 @pytest.mark.parametrize(
     "extra, word",
     [
@@ -77,6 +88,8 @@ def test_targets_come_from_extra_params_over_environment(monkeypatch):
         ({"strategy": "psychic"}, "psychic"),
         ({"queue_size": 0}, "queue_size"),
         ({"lexical_dims": -1}, "lexical_dims"),
+        ({"seals_above": -1}, "seals_above"),
+        ({"seals_above": "lots"}, "numeric"),
         ("{not json", "JSON"),
     ],
 )
@@ -331,23 +344,24 @@ def test_a_large_pool_is_kept_compact_as_it_grows(store, monkeypatch):
     np.testing.assert_allclose(large.X[:8], small.X, atol=1e-3)
 
 
-def test_a_large_pools_index_is_grown_saved_and_loaded_after_a_restart(store, monkeypatch):
+def test_a_pools_index_is_grown_saved_and_loaded_after_a_restart(store, monkeypatch):
     """The SEALS index covers the embedding columns, grows with each import, and a
     restarted worker loads it from disk and indexes only what was imported since."""
-    monkeypatch.setattr(jobs, "LARGE_POOL", 9)
-    cfg = resolve(7, LABEL_CONFIG, {"lexical_dims": 16})
+    cfg = resolve(7, LABEL_CONFIG, {"lexical_dims": 16, "seals_above": 8})
+    config = jobs.ranker_config(cfg)  # SEALS from 8 tasks
 
     def import_and_index(task_ids: range):
         tasks = [{"id": i, "data": {"text": f"{VILLAGES[i % 8]} ({i})"}} for i in task_ids]
         jobs.apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": tasks})
         pool = jobs._pool(store, cfg)
-        return pool, jobs._pool_index(pool, 7)
+        return pool, jobs._pool_index(pool, 7, config)
 
     pool, index = import_and_index(range(8))
-    assert index is None  # below the line: no index, the whole pool is ranked
-    pool, index = import_and_index(range(8, 9))
+    assert jobs._pool_index(pool, 7, jobs.ranker_config(resolve(7, LABEL_CONFIG))) is None
     assert index.ids == pool.ids and index.dim == 384 and pool.X.shape[1] == 400
-    assert index.saved_size == 9 and Path(f"{jobs.index_path(7)}.hnsw").exists()
+    assert index.saved_size == 8 and Path(f"{jobs.index_path(7)}.hnsw").exists()
+    pool, grown = import_and_index(range(8, 9))
+    assert grown is index and index.saved_size == 9  # 12% more rows than on disk: saved
     pool, grown = import_and_index(range(9, 12))
     assert grown is index and len(index.index) == 12 and index.saved_size == 12
     # a neighbour of a row is found by its embedding, whatever the lexical columns say
@@ -367,10 +381,9 @@ def test_a_large_pools_index_is_grown_saved_and_loaded_after_a_restart(store, mo
     assert len(loaded.index) == 15 and loaded.saved_size == 13  # under 2x: not yet
     # tasks deleted in Label Studio: the rows moved, so the index is built afresh
     monkeypatch.undo()
-    monkeypatch.setattr(jobs, "LARGE_POOL", 9)
     store.r.hdel(store.key(7, "vec"), "0")
     pool = jobs._pool(store, cfg)
-    rebuilt = jobs._pool_index(pool, 7)
+    rebuilt = jobs._pool_index(pool, 7, config)
     assert rebuilt is not loaded and rebuilt.ids == pool.ids == list(range(1, 15))
 
 
