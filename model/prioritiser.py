@@ -208,11 +208,11 @@ class Prioritiser:
             whole = None if rarity is None else rarity[:]
             return self._fit(pool, state, whole, pseudo_from=near)
         rows = self._seals_rows(pool, state, index)
-        if self.working_ is None:
+        if self.working_ is None or self.working_.source is not pool.X:
             from model.seals import WorkingSet
 
-            self.working_ = WorkingSet(len(pool.ids), pool.X.shape[1])
-        self.working_.extend(rows, pool.X, pool.ids)
+            self.working_ = WorkingSet(pool.X, pool.ids)
+        self.working_.extend(rows)
         self.view_ = self.working_.rows
         # float32 even from a compact pool: rows are converted once, as they join
         view = Pool(self.working_.ids, self.working_.X)

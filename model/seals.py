@@ -379,14 +379,15 @@ class WorkingSet:
     copies only those, instead of gathering the whole working set (tens of thousands of
     rows) again; rows never leave, so earlier rows keep their positions and the
     prioritiser reuses their scores. A compact pool's float16 rows are converted as they
-    join.
+    join. The copies belong to the pool's vectors `source`: new vectors for the same tasks
+    (refitted lexical columns) need a new working set.
     """
 
-    def __init__(self, n_pool: int, dim: int, capacity: int = 4096) -> None:
-        self.n_pool = int(n_pool)
-        self.position = np.full(self.n_pool, -1, dtype=np.int64)  # pool row -> position
+    def __init__(self, source: np.ndarray, ids: Sequence[Hashable], capacity: int = 4096) -> None:
+        self.source, self.pool_ids = source, ids
+        self.position = np.full(len(source), -1, dtype=np.int64)  # pool row -> position
         self._rows = np.empty(max(1, capacity), dtype=np.int64)
-        self._X = np.empty((max(1, capacity), dim), dtype=np.float32)
+        self._X = np.empty((max(1, capacity), source.shape[1]), dtype=np.float32)
         self.ids: list[Hashable] = []
         self.size = 0
 
@@ -398,9 +399,8 @@ class WorkingSet:
     def X(self) -> np.ndarray:
         return self._X[: self.size]  # C-contiguous: a Pool over it copies nothing
 
-    def extend(self, rows: np.ndarray, X: np.ndarray, ids: Sequence[Hashable]) -> int:
-        """Append the `rows` (of a pool with vectors `X` and `ids`) not held yet, in row
-        order; returns how many joined."""
+    def extend(self, rows: np.ndarray) -> int:
+        """Append the pool `rows` not held yet, in row order; returns how many joined."""
         rows = np.unique(np.asarray(rows, dtype=np.int64))
         new = rows[self.position[rows] < 0]
         end = self.size + len(new)
@@ -411,9 +411,9 @@ class WorkingSet:
             X_grown[: self.size] = self._X[: self.size]
             self._X = X_grown
         self._rows[self.size : end] = new
-        self._X[self.size : end] = X[new]
+        self._X[self.size : end] = self.source[new]
         self.position[new] = np.arange(self.size, end)
-        self.ids.extend(ids[i] for i in new.tolist())
+        self.ids.extend(self.pool_ids[i] for i in new.tolist())
         self.size = end
         return len(new)
 

@@ -332,6 +332,12 @@ def test_the_seals_working_set_is_kept_between_steps_and_its_scores_reused(real_
     np.testing.assert_allclose(reused[len(before) :], prio.score(grown.X[len(before) :]), rtol=1e-6)
     # another pool (not this one with rows appended): nothing to reuse
     assert prio._previous_scores(Pool(pool.ids[::-1], pool.X[::-1])) is None
+    # new vectors for the same tasks (refitted lexical columns): copied afresh, not kept
+    X2 = real_pool.X.copy()
+    X2[:, -1] += 0.5
+    prio.fit(Pool(real_pool.ids, X2), state)
+    assert prio.working_ is not working
+    np.testing.assert_array_equal(prio.working_.X, X2[prio.view_])
 
 
 def test_pseudo_negatives_can_come_from_the_centroids_ranking(real_pool):

@@ -201,10 +201,10 @@ def test_concurrent_import_and_queries():
 def test_the_working_set_appends_only_rows_not_held_and_converts_them():
     X = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float16)
     ids = [f"t{i}" for i in range(50)]
-    ws = WorkingSet(50, 8, capacity=2)
-    assert ws.extend(np.array([7, 3, 3, 9]), X, ids) == 3
+    ws = WorkingSet(X, ids, capacity=2)
+    assert ws.extend(np.array([7, 3, 3, 9])) == 3
     assert ws.rows.tolist() == [3, 7, 9] and ws.ids == ["t3", "t7", "t9"]
-    assert ws.extend(np.array([9, 1, 40, 3]), X, ids) == 2  # 9 and 3 are held
+    assert ws.extend(np.array([9, 1, 40, 3])) == 2  # 9 and 3 are held
     assert ws.rows.tolist() == [3, 7, 9, 1, 40]  # appended, the others in place
     assert ws.X.dtype == np.float32 and ws.X.flags.c_contiguous
     np.testing.assert_array_equal(ws.X, X[ws.rows].astype(np.float32))
