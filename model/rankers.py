@@ -10,6 +10,7 @@ likely positive, and 0 is the decision boundary of the linear stage.
 from __future__ import annotations
 
 import numpy as np
+from sklearn import config_context
 from sklearn.linear_model import LogisticRegression
 
 
@@ -78,11 +79,16 @@ class LinearRanker:
         y = np.asarray(y)
         if len(np.unique(y)) != 2:
             raise ValueError("the linear ranker needs both positives and negatives")
+        if self.class_weight == "balanced":
+            sample_weight = balanced_sample_weight(y, sample_weight)
+        elif self.class_weight is not None:
+            raise ValueError(f"class_weight must be 'balanced' or None, not {self.class_weight!r}")
         if getattr(self, "model_", None) is None:
-            self.model_ = LogisticRegression(
-                C=self.C, class_weight=self.class_weight, max_iter=self.max_iter, warm_start=True
-            )
-        self.model_.fit(X, y, sample_weight=sample_weight)
+            self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter, warm_start=True)
+        # The rows are pool vectors (normalised embeddings and TF-IDF, finite by
+        # construction), and this fit runs after every label: sklearn's checks cost ~10% of it.
+        with config_context(assume_finite=True, skip_parameter_validation=True):
+            self.model_.fit(X, y, sample_weight=sample_weight)
         self.coef_ = self.model_.coef_[0].astype(np.float32)
         self.intercept_ = float(self.model_.intercept_[0])
         return self
@@ -93,6 +99,17 @@ class LinearRanker:
 
     def score(self, X: np.ndarray) -> np.ndarray:
         return project(X, self.coef_, self.intercept_)
+
+
+def balanced_sample_weight(y: np.ndarray, sample_weight: np.ndarray | None) -> np.ndarray:
+    """Sample weights times sklearn's `class_weight="balanced"` (each class counted by its
+    weights), in float32 as the fit computes them: the same model, without the label
+    encoding the fit would run for them at every refit."""
+    w = np.ones(len(y), np.float32) if sample_weight is None else sample_weight
+    w = np.asarray(w, dtype=np.float32)
+    classes, y_ind = np.unique(y, return_inverse=True)
+    counts = np.bincount(y_ind, weights=w)
+    return w * (counts.sum() / (len(classes) * counts))[y_ind].astype(np.float32)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

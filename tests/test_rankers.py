@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from model.rankers import (
     CosineRanker,
@@ -203,6 +204,22 @@ def test_class_weights_make_rare_positives_count():
     plain = LinearRanker(C=1.0, class_weight=None).fit(X, y).score(X)
     assert np.sum(balanced[is_pos] > 0) > np.sum(plain[is_pos] > 0)
     assert np.sum(balanced > 0) > np.sum(plain > 0)
+
+
+def test_folded_class_weights_give_sklearns_balanced_model():
+    """The ranker folds `class_weight="balanced"` into the sample weights itself: the same
+    model as scikit-learn's, human labels weighted apart from pseudo-negatives included."""
+    X, is_pos = two_clusters(12, 400, spread=0.8, seed=3)
+    y = is_pos.astype(float)
+    w = np.where(np.arange(len(y)) < 50, 2.0, 1.0)
+    ours = LinearRanker(C=10.0).fit(X, y, sample_weight=w)
+    ref = LogisticRegression(C=10.0, class_weight="balanced", max_iter=200).fit(
+        X, y, sample_weight=w
+    )
+    np.testing.assert_allclose(ours.coef_, ref.coef_[0], rtol=1e-5, atol=1e-6)
+    assert ours.intercept_ == pytest.approx(float(ref.intercept_[0]), rel=1e-5, abs=1e-6)
+    with pytest.raises(ValueError, match="class_weight"):
+        LinearRanker(class_weight={1: 5.0}).fit(X, y)
 
 
 def test_warm_started_refit_is_in_place_and_matches_a_cold_fit():
