@@ -5,12 +5,15 @@ default features (384 embedding + 384 lexical columns); `--dim 384` for the embe
 alone. 300 human labels; each repetition adds one label, refits every class and ranks the
 queue (fit + queue(100)), as the worker does after an annotation. In the same run:
 
-- the default (every row ranked at each step, as below 200,000 tasks);
+- the default (every row ranked at each step, as below 200,000 tasks), on 1 BLAS thread
+  (the other core left to the web server and Label Studio) and on 2 (the worker sets no
+  limit, so this is how it runs when nothing else is busy);
 - that refit from a cold start (the baseline: a fresh Prioritiser each time, no
-  warm-started logistic regressions);
+  warm-started logistic regressions), on 1 thread;
 - SEALS (`seals_above=0`, as from 200,000 tasks: a working set of the labelled items'
   neighbours and a tenth of the pool, kept between steps), handed a neighbour index over
-  the first 384 columns as the worker does (built when tasks are imported; timed apart).
+  the first 384 columns as the worker does (built when tasks are imported; timed apart),
+  on 1 thread.
 
     python3 benchmarks/retrain_100k.py [--n 100000] [--reps 15] [--dim 768]
 """
@@ -58,28 +61,29 @@ def main() -> None:
     t = time.perf_counter()
     index = PoolIndex.build(pool.ids, X, min(384, args.dim))  # the worker's, at import
     build = time.perf_counter() - t
-    prios = {
-        "warm (the service)": Prioritiser(targets, RankerConfig()),
-        "cold (baseline)": None,
-        "SEALS, warm": Prioritiser(targets, RankerConfig(seals_above=0)),
+    runs = {  # name: (prioritiser, or None for a fresh one each time; BLAS threads)
+        "warm, 1 thread": (Prioritiser(targets, RankerConfig()), 1),
+        "warm, 2 threads": (Prioritiser(targets, RankerConfig()), 2),
+        "cold (baseline)": (None, 1),
+        "SEALS, warm": (Prioritiser(targets, RankerConfig(seals_above=0)), 1),
     }
-    timings: dict[str, list[float]] = {name: [] for name in prios}
-    with threadpool_limits(1):
-        for prio in prios.values():  # the first fit is cold for all
-            if prio is not None:
-                prio.fit(pool, state, index=index).queue(100)
-        for _ in range(args.reps):
-            unlabelled = [i for i in rng.integers(0, args.n, 10) if int(i) not in state.labels]
-            state.set_label(int(unlabelled[0]), f"c{labels[unlabelled[0]]}")
-            for name, prio in prios.items():
-                prio = prio or Prioritiser(targets, RankerConfig())
+    timings: dict[str, list[float]] = {name: [] for name in runs}
+    for prio, _ in runs.values():  # the first fit is cold for all
+        if prio is not None:
+            prio.fit(pool, state, index=index).queue(100)
+    for _ in range(args.reps):
+        unlabelled = [i for i in rng.integers(0, args.n, 10) if int(i) not in state.labels]
+        state.set_label(int(unlabelled[0]), f"c{labels[unlabelled[0]]}")
+        for name, (prio, threads) in runs.items():
+            prio = prio or Prioritiser(targets, RankerConfig())
+            with threadpool_limits(threads):
                 t = time.perf_counter()
                 prio.fit(pool, state, index=index).queue(100)
                 timings[name].append(time.perf_counter() - t)
     n_pseudo = sum(len(v) for v in state.pseudo_negatives.values())
     print(
         f"pool {args.n} x {args.dim}, 5 target classes, {len(state.labels)} labels, "
-        f"{n_pseudo} pseudo-negatives in all; 1 BLAS thread; {args.reps} repetitions"
+        f"{n_pseudo} pseudo-negatives in all; {args.reps} repetitions"
     )
     medians = {name: statistics.median(ts) for name, ts in timings.items()}
     for name, ts in timings.items():
@@ -87,7 +91,7 @@ def main() -> None:
         ratio = medians["cold (baseline)"] / medians[name]
         print(f"  {name:<20} p50 {statistics.median(ms):7.1f} ms   max {ms[-1]:7.1f} ms"
               f"   {ratio:4.1f}x faster than the baseline (medians, same run)")  # fmt: skip
-    working = len(prios["SEALS, warm"].view_)
+    working = len(runs["SEALS, warm"][0].view_)
     print(
         f"  SEALS's working set at the end: {working} rows; its index over 384 columns "
         f"(built once, at import): {build:.1f} s"

@@ -12,6 +12,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn import config_context
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import ThreadpoolController
+
+_BLAS = ThreadpoolController()  # built once: each `limit()` on it costs microseconds
 
 
 def project(X: np.ndarray, W: np.ndarray, b=0.0, chunk: int = 2048) -> np.ndarray:
@@ -85,9 +88,15 @@ class LinearRanker:
             raise ValueError(f"class_weight must be 'balanced' or None, not {self.class_weight!r}")
         if getattr(self, "model_", None) is None:
             self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter, warm_start=True)
-        # The rows are pool vectors (normalised embeddings and TF-IDF, finite by
-        # construction), and this fit runs after every label: sklearn's checks cost ~10% of it.
-        with config_context(assume_finite=True, skip_parameter_validation=True):
+        # This fit runs after every label. Its rows are pool vectors (normalised embeddings
+        # and TF-IDF, finite by construction), so sklearn's checks (~10% of it) are skipped.
+        # One BLAS thread: numpy and scipy each bring an OpenBLAS, and on small products a
+        # second thread in each makes their idle workers spin against each other (a step at
+        # 100k took 1.9x as long; benchmarks/retrain_100k.py).
+        with (
+            _BLAS.limit(limits=1),
+            config_context(assume_finite=True, skip_parameter_validation=True),
+        ):
             self.model_.fit(X, y, sample_weight=sample_weight)
         self.coef_ = self.model_.coef_[0].astype(np.float32)
         self.intercept_ = float(self.model_.intercept_[0])
