@@ -225,6 +225,8 @@ class Prioritiser:
         n = len(pool.ids)
         if index is None:  # the prioritiser's own, over every column
             own = getattr(self, "own_index_", None)
+            if own is not None and not own.indexed(pool.X):
+                own = None  # the same tasks with new vectors (refitted columns): a new graph
             index = self.own_index_ = PoolIndex.follow(own, pool.ids, pool.X, pool.X.shape[1])
         elif len(index.ids) != n:
             raise ValueError(f"the neighbour index holds {len(index.ids)} rows, the pool {n}")

@@ -307,12 +307,23 @@ class PoolIndex:
     index: NeighbourIndex
     ids: list[Hashable]
     saved_size: int = 0  # rows the copy on disk holds
+    probe: tuple[np.ndarray, np.ndarray] | None = None  # (rows, their vectors) at build
 
     @classmethod
     def build(cls, ids: Sequence[Hashable], X: np.ndarray, dim: int) -> PoolIndex:
         index = NeighbourIndex(dim, space="cosine", capacity=len(ids))
         index.add(np.arange(len(ids)), X[:, :dim])
-        return cls(index, list(ids))
+        rows = np.unique(np.linspace(0, len(ids) - 1, min(64, len(ids))).astype(np.int64))
+        return cls(index, list(ids), probe=(rows, X[rows, :dim].copy()))
+
+    def indexed(self, X: np.ndarray) -> bool:
+        """Whether `X`'s rows are the vectors this index was built on, judged by a sample of
+        rows: refitted columns change every row, appended rows none of the old ones. An
+        index loaded from disk keeps no sample and passes."""
+        if self.probe is None:
+            return True
+        rows, vectors = self.probe
+        return len(X) > rows[-1] and np.array_equal(X[rows, : self.dim], vectors)
 
     @property
     def dim(self) -> int:

@@ -256,6 +256,23 @@ def test_refit_after_new_tasks_join_the_pool(real_pool):
     assert (prio.sample_ >= 500).any()  # the sample stands for the grown pool
 
 
+def test_own_index_is_rebuilt_for_new_vectors_of_the_same_tasks(real_pool):
+    """Refitted columns give every task a new vector: the prioritiser's own index (over
+    every column) must index those, not keep the graph of the old ones."""
+    state = seeded_state(real_pool)
+    prio = Prioritiser(list(real_pool.targets), RankerConfig(seals_above=0), real_pool.prototypes)
+    prio.fit(Pool(real_pool.ids, real_pool.X), state)
+    old = prio.own_index_
+    X2 = real_pool.X[np.random.default_rng(0).permutation(len(real_pool.ids))]
+    prio.fit(Pool(real_pool.ids, X2), state)
+    assert prio.own_index_ is not old
+    rows, _ = prio.own_index_.index.neighbours(X2[:5], k=1)
+    assert rows[:, 0].tolist() == [0, 1, 2, 3, 4]  # each row's nearest is itself, in X2
+    same = prio.own_index_
+    prio.fit(Pool(real_pool.ids, X2.copy()), state)  # equal vectors in a new array
+    assert prio.own_index_ is same
+
+
 def test_density_is_the_mean_cosine_to_the_candidates(real_pool):
     state = seeded_state(real_pool)
     prio = Prioritiser(list(real_pool.targets), RankerConfig(), real_pool.prototypes)
