@@ -320,7 +320,7 @@ class PoolIndex:
         """Whether `X`'s rows are the vectors this index was built on, judged by a sample of
         rows: refitted columns change every row, appended rows none of the old ones. An
         index loaded from disk keeps no sample and passes."""
-        if self.probe is None:
+        if self.probe is None or len(self.probe[0]) == 0:
             return True
         rows, vectors = self.probe
         return len(X) > rows[-1] and np.array_equal(X[rows, : self.dim], vectors)
