@@ -92,7 +92,7 @@ class LinearRanker:
         # and TF-IDF, finite by construction), so sklearn's checks (~10% of it) are skipped.
         # One BLAS thread: numpy and scipy each bring an OpenBLAS, and on small products a
         # second thread in each makes their idle workers spin against each other (a step at
-        # 100k took 1.9x as long; benchmarks/retrain_100k.py).
+        # 100k took 1.9x as long: README, "Retrain and rescore at 100k").
         with (
             _BLAS.limit(limits=1),
             config_context(assume_finite=True, skip_parameter_validation=True),
