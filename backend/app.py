@@ -15,84 +15,91 @@ from functools import lru_cache
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backend import jobs
+from backend.client import MODEL_CLASS, basic_auth
 from backend.metrics import render_metrics
+from backend.payloads import (
+    AnnotationEvent,
+    AnnotationsDeleted,
+    BadRequest,
+    BulkAnnotationEvent,
+    PredictBody,
+    SetupBody,
+    TaskBody,
+    TasksEvent,
+    TrainBody,
+    WebhookBody,
+    parse,
+    project_id,
+)
+from backend.queueing import enqueue
 from backend.settings import ConfigError, env, redis_url, resolve
 from backend.store import Store, connect
 from model.features import with_lexical
-from model.rankers import class_probabilities
 
 log = logging.getLogger("rarelabel.app")
 
 ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED"}
-KNOWN_ACTIONS = ANNOTATION_ACTIONS | {
-    "ANNOTATIONS_DELETED", "TASKS_CREATED", "START_TRAINING", "PROJECT_UPDATED"
-}  # fmt: skip
+TASK_ACTIONS = {"TASKS_CREATED", "TASKS_DELETED"}
+KNOWN_ACTIONS = (
+    ANNOTATION_ACTIONS
+    | TASK_ACTIONS
+    | {
+        "ANNOTATIONS_CREATED",
+        "ANNOTATIONS_DELETED",
+        "START_TRAINING",
+        "PROJECT_UPDATED",
+    }
+)
+OPEN_PATHS = {"/health"}  # what Label Studio's connection check calls before any credentials
 
 
-class BadRequest(ValueError):
-    """A payload the backend refuses with a 400 and a message."""
+def _annotation_event(action: str, ann, task: TaskBody | None) -> dict:
+    task_id = task.id if task is not None else ann.task
+    if task_id is None:
+        raise BadRequest("an annotation event needs the task id ('task.id' or 'annotation.task')")
+    annotation = ann.model_dump(include={"id", "was_cancelled", "updated_at"})
+    annotation["result"] = [r.model_dump(exclude_none=True) for r in ann.result]
+    annotation["task"] = task_id
+    return {
+        "action": action,
+        "annotation": annotation,
+        "task": {"id": task_id, "data": task and task.data},
+    }
 
 
-def project_id(value) -> int:
-    """Label Studio sends `"12.1700000000"` to /setup and /predict, `{"id": 12}` to /webhook."""
-    if isinstance(value, dict):
-        value = value.get("id")
-    if isinstance(value, bool):
-        value = None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.split(".", 1)[0].isdigit():
-        return int(value.split(".", 1)[0])
-    raise BadRequest(f"missing or malformed 'project': {value!r}")
-
-
-def _id(obj, what: str) -> int:
-    if not isinstance(obj, dict) or not isinstance(obj.get("id"), int):
-        raise BadRequest(f"'{what}' must be an object with an integer 'id'")
-    return obj["id"]
-
-
-def validate_event(payload) -> tuple[int, dict] | None:
+def validate_event(payload) -> tuple[int, list[dict]] | None:
     """Check a webhook and keep only what the worker needs; None for actions we ignore."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("action"), str):
-        raise BadRequest("a webhook needs a JSON object with a string 'action'")
-    action = payload["action"]
-    if action not in KNOWN_ACTIONS:
+    hook = parse(WebhookBody, payload)
+    if hook.action not in KNOWN_ACTIONS:
         return None
-    p = project_id(payload.get("project"))
-    event: dict = {"action": action, "received_at": time.time()}
+    p, action = project_id(hook.project), hook.action
     if action in ANNOTATION_ACTIONS:
-        ann = payload.get("annotation")
-        _id(ann, "annotation")
-        task = payload.get("task") if isinstance(payload.get("task"), dict) else {}
-        task_id = task.get("id", ann.get("task"))
-        if not isinstance(task_id, int):
-            raise BadRequest(
-                "an annotation event needs the task id ('task.id' or 'annotation.task')"
-            )
-        if not isinstance(ann.get("result", []), list):
-            raise BadRequest("'annotation.result' must be a list")
-        event["annotation"] = {k: ann.get(k) for k in ("id", "result", "was_cancelled")}
-        event["annotation"]["task"] = task_id
-        event["task"] = {"id": task_id, "data": task.get("data")}
+        body = parse(AnnotationEvent, payload)
+        events = [_annotation_event(action, body.annotation, body.task)]
+    elif action == "ANNOTATIONS_CREATED":
+        body = parse(BulkAnnotationEvent, payload)
+        tasks = {t.id: t for t in body.task}
+        events = [
+            _annotation_event("ANNOTATION_CREATED", a, tasks.get(a.task)) for a in body.annotation
+        ]
     elif action == "ANNOTATIONS_DELETED":
-        anns = payload.get("annotations")
-        if not isinstance(anns, list):
-            raise BadRequest("'annotations' must be a list of {id}")
-        event["annotations"] = [{"id": _id(a, "annotations[]")} for a in anns]
-    elif action == "TASKS_CREATED":
-        tasks = payload.get("tasks")
-        if not isinstance(tasks, list):
-            raise BadRequest("'tasks' must be a list")
-        event["tasks"] = [{"id": _id(t, "tasks[]"), "data": t.get("data")} for t in tasks]
+        body = parse(AnnotationsDeleted, payload)
+        events = [{"action": action, "annotations": [{"id": a.id} for a in body.annotations]}]
+    elif action in TASK_ACTIONS:
+        body = parse(TasksEvent, payload)
+        keep = {"id", "data"} if action == "TASKS_CREATED" else {"id"}
+        events = [{"action": action, "tasks": [t.model_dump(include=keep) for t in body.tasks]}]
     elif action == "PROJECT_UPDATED":
-        for key in ("label_config", "sampling", "model_version"):
-            if key in payload["project"]:
-                event[key] = payload["project"][key]
-    return p, event
+        project = payload["project"] if isinstance(payload.get("project"), dict) else {}
+        fields = ("label_config", "sampling", "model_version")
+        events = [{"action": action, **{k: project[k] for k in fields if k in project}}]
+    else:
+        events = [{"action": action}]
+    return p, [{**e, "received_at": time.time()} for e in events]
 
 
 class RareCategoryBackend:
@@ -101,62 +108,64 @@ class RareCategoryBackend:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def setup(self, payload: dict) -> dict:
-        p = project_id(payload.get("project"))
-        schema = payload.get("schema")
-        if not isinstance(schema, str):
-            raise BadRequest("/setup needs the project's label config in 'schema'")
+    def setup(self, body: SetupBody) -> dict:
+        p = project_id(body.project)
         try:
-            cfg = resolve(p, schema, payload.get("extra_params"),
-                          payload.get("hostname"), payload.get("access_token"))  # fmt: skip
+            cfg = resolve(p, body.schema_, body.extra_params, body.hostname, body.access_token)
         except ConfigError as e:
             raise BadRequest(str(e)) from None
         known = self.store.config(p)
         self.store.save_config(cfg)
         if known is None or known.to_json() != cfg.to_json():
-            self.fit("SETUP", {"project": {"id": p}})
+            self.fit("SETUP", {"project": p})
         return {"model_version": cfg.model_version}
 
-    def predict(self, tasks: list[dict], context: dict) -> list[dict]:
-        """Score tasks from the current model; the score is the queue priority (0 = first)."""
+    def predict(self, tasks: list[TaskBody], context: dict) -> list[dict]:
+        """Score tasks from the current model; the score is the queue priority (0 = first).
+
+        A task the pool does not hold is embedded to be scored, but never joins the pool:
+        only Label Studio's own events and exports say which tasks exist."""
         p = context["project"]
         cfg, model = self.store.config(p), self.store.model(p)
         if cfg is None or model is None:
             return [{"result": [], "score": 1.0, "model_version": "none"} for _ in tasks]
-        ids = [_id(t, "tasks[]") for t in tasks]
-        vecs = self.store.vectors(p, ids)
-        vecs.update(jobs.embed_tasks(self.store, cfg, [t for t in tasks if t["id"] not in vecs]))
-        W, b = np.asarray(model["W"], np.float32), np.asarray(model["b"], np.float32)
-        linear = np.array(model["stages"]) == "linear"
+        vecs = self.store.vectors(p, [t.id for t in tasks])
+        unknown = [t.model_dump() for t in tasks if t.id not in vecs]
+        if unknown:
+            from backend.embedder import embedder, texts_of  # loads the model: only if needed
+
+            texts = texts_of(cfg, unknown)
+            if texts:
+                vecs.update(zip(texts, embedder().encode(list(texts.values())), strict=True))
         pushed = self.store.pushed(p)
-        lexical = self.store.lexical(p, [t for t in ids if t in vecs])
+        lexical = self.store.lexical(p, [t.id for t in tasks if t.id in vecs])
         out = []
-        for task_id in ids:
-            if task_id not in vecs:
-                out.append({"result": [], "score": 1.0, "model_version": model["model_version"]})
+        for task in tasks:
+            x = vecs.get(task.id)
+            if x is None:
+                out.append({"result": [], "score": 1.0, "model_version": model.model_version})
                 continue
-            x = vecs[task_id]
-            if W.shape[1] > len(x):  # the rankers also read the pool's word statistics; a
+            if model.width > len(x):  # the rankers also read the pool's word statistics; a
                 # task the worker has not featurised yet gets zeros there (its embedding ranks)
-                lex = lexical.get(task_id, np.zeros(W.shape[1] - len(x), np.float32))
+                lex = lexical.get(task.id, np.zeros(model.width - len(x), np.float32))
                 x = with_lexical(x[None], lex[None])[0]
-            best = int(np.argmax(class_probabilities(W @ x + b, linear)))
-            out.append({
-                "result": [{
-                    "from_name": cfg.label.from_name, "to_name": cfg.label.to_name,
-                    "type": "choices", "value": {"choices": [model["targets"][best]]},
-                }],
-                "score": pushed.get(task_id, 1.0),
-                "model_version": model["model_version"],
-            })  # fmt: skip
+            if model.width != len(x):  # another embedding model than the rankers': no score
+                out.append({"result": [], "score": 1.0, "model_version": model.model_version})
+                continue
+            best = int(np.argmax(model.probabilities(x)[0]))
+            choice = {"choices": [model.targets[best]]}
+            result = {"from_name": cfg.label.from_name, "to_name": cfg.label.to_name}
+            result |= {"type": "choices", "value": choice}
+            score = pushed.get(task.id, 1.0)
+            out.append({"result": [result], "score": score, "model_version": model.model_version})
         return out
 
     def fit(self, event: str, data: dict) -> None:
         """Record the event durably and make sure one job will apply it; returns at once."""
         p = project_id(data.get("project"))
-        if self.store.record_event(p, {"action": event, **{k: v for k, v in data.items()
-                                                            if k != "project"}}):  # fmt: skip
-            jobs.enqueue(self.store, p)
+        fields = {k: v for k, v in data.items() if k != "project"}
+        if self.store.record_event(p, {"action": event, **fields}):
+            enqueue(self.store, p)
 
 
 @lru_cache(maxsize=1)
@@ -165,8 +174,8 @@ def _backend() -> RareCategoryBackend:
 
 
 def _authorised(request: Request) -> bool:
-    user, password = env("BASIC_AUTH_USER"), env("BASIC_AUTH_PASS")
-    if not user:
+    creds = basic_auth()
+    if creds is None or request.url.path in OPEN_PATHS:
         return True
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("basic "):
@@ -175,33 +184,39 @@ def _authorised(request: Request) -> bool:
         given_user, _, given_pass = base64.b64decode(header[6:]).decode().partition(":")
     except (ValueError, UnicodeDecodeError):
         return False
-    return secrets.compare_digest(given_user, user) and secrets.compare_digest(
-        given_pass, password or ""
-    )
+    user_ok = secrets.compare_digest(given_user.encode(), creds[0].encode())
+    return secrets.compare_digest(given_pass.encode(), creds[1].encode()) and user_ok
 
 
 def create_app() -> FastAPI:
     app = FastAPI(title="rarelabel", description=__doc__)
 
     @app.middleware("http")
-    async def basic_auth(request: Request, call_next):
+    async def basic_auth_middleware(request: Request, call_next):
         if not _authorised(request):
             return JSONResponse({"error": "unauthorised"}, 401, {"WWW-Authenticate": "Basic"})
         return await call_next(request)
-
-    async def body(request: Request) -> dict:
-        try:
-            payload = await request.json()
-        except ValueError:
-            raise BadRequest("the body is not valid JSON") from None
-        if not isinstance(payload, dict):
-            raise BadRequest("the body must be a JSON object")
-        return payload
 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest):
         log.warning("%s %s: 400 %s", request.method, request.url.path, exc)
         return JSONResponse({"error": str(exc)}, 400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        message = f"{where}: {first.get('msg', 'invalid request')}"
+        log.warning("%s %s: 400 %s", request.method, request.url.path, message)
+        return JSONResponse({"error": message}, 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, exc.headers)
+
+    @app.exception_handler(RecursionError)
+    async def too_deep(request: Request, exc: RecursionError):
+        return JSONResponse({"error": "the body is nested too deeply"}, 400)
 
     @app.get("/health")
     @app.get("/")
@@ -210,36 +225,32 @@ def create_app() -> FastAPI:
             _backend().store.r.ping()
         except Exception as e:  # noqa: BLE001 - any failure means "down"
             return JSONResponse({"status": "DOWN", "error": f"redis: {e}"}, 503)
-        return {"status": "UP", "model_class": "RareCategoryBackend"}
+        return {"status": "UP", "model_class": MODEL_CLASS}
 
     @app.post("/setup")
-    async def setup(request: Request):
-        return _backend().setup(await body(request))
+    def setup(body: SetupBody):
+        return _backend().setup(body)
 
     @app.post("/predict")
-    async def predict(request: Request):
-        payload = await body(request)
-        tasks = payload.get("tasks")
-        if not isinstance(tasks, list):
-            raise BadRequest("/predict needs a list of 'tasks'")
-        context = {"project": project_id(payload.get("project")), "params": payload.get("params")}
-        return {"results": _backend().predict(tasks, context)}
+    def predict(body: PredictBody):
+        context = {"project": project_id(body.project), "params": body.params}
+        return {"results": _backend().predict(body.tasks, context)}
 
     @app.post("/webhook")
-    async def webhook(request: Request):
-        checked = validate_event(await body(request))
+    def webhook(body: WebhookBody):
+        checked = validate_event(body.model_dump())
         if checked is None:
             return {"status": "ignored"}
-        p, event = checked
-        action = event.pop("action")
-        _backend().fit(action, {"project": p, **event})
+        p, events = checked
+        for event in events:
+            action = event.pop("action")
+            _backend().fit(action, {"project": p, **event})
         return {"status": "ok"}
 
     @app.post("/train")
-    async def train(request: Request):
+    def train(body: TrainBody):
         """The older protocol's training call: same as START_TRAINING."""
-        p = project_id((await body(request)).get("project"))
-        _backend().fit("START_TRAINING", {"project": p})
+        _backend().fit("START_TRAINING", {"project": project_id(body.project)})
         return {"status": "ok"}
 
     @app.get("/versions")

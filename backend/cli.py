@@ -50,13 +50,37 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _worker(args: argparse.Namespace) -> None:
-    """A non-forking RQ worker: the embedding model and warm rankers stay loaded between jobs."""
+    """A non-forking RQ worker (the embedding model and warm state stay loaded between jobs)
+    with RQ's scheduler (delayed retries) and the sweeping thread (backend.jobs.sweep).
+
+    RQ's worker waits out a Redis outage while idle but quits on some errors after one (a
+    restarted Redis has lost the worker's registration); it is started again, so one
+    `rarelabel worker` lives through any outage."""
+    import threading
+    import time
+
+    from redis.exceptions import RedisError
     from rq import SimpleWorker
 
-    from backend.jobs import QUEUE
+    from backend.jobs import run_sweeps
+    from backend.queueing import QUEUE
 
     r = _redis_or_exit()
-    SimpleWorker([QUEUE], connection=r).work(with_scheduler=False, burst=args.burst)
+    stop = threading.Event()
+    if not args.burst:
+        threading.Thread(target=run_sweeps, args=(stop,), daemon=True, name="sweep").start()
+    try:
+        while True:
+            worker = SimpleWorker([QUEUE], connection=r)
+            try:
+                worker.work(with_scheduler=True, burst=args.burst)
+            except RedisError as e:
+                logging.getLogger("rarelabel.worker").warning("Redis lost (%s); restarting", e)
+            if args.burst or worker._stop_requested:
+                return
+            time.sleep(2)
+    finally:
+        stop.set()
 
 
 def _retain(args: argparse.Namespace) -> None:

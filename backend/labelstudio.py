@@ -37,7 +37,13 @@ _CHUNK = 5000  # items per bulk request: keeps each request well under the clien
 
 
 class LabelStudioError(RuntimeError):
-    """Label Studio is unreachable, refused the credentials, or rejected a request."""
+    """Label Studio is unreachable, refused the credentials, or rejected a request.
+
+    `status` is the HTTP status Label Studio answered (None when it could not be reached)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _base_url(client: LabelStudio) -> str:
@@ -51,7 +57,7 @@ def _fail(client: LabelStudio, action: str, code: int | None, body: Any) -> Labe
         why = "not found (wrong project, task or view id?)"
     else:
         why = str(body)[:300]
-    return LabelStudioError(f"{action}: HTTP {code} from {_base_url(client)}: {why}")
+    return LabelStudioError(f"{action}: HTTP {code} from {_base_url(client)}: {why}", code)
 
 
 @contextmanager
@@ -89,7 +95,14 @@ def make_client(url: str, api_key: str, timeout: float = 300.0) -> LabelStudio:
     try:
         return LabelStudio(base_url=url.rstrip("/"), api_key=api_key, timeout=timeout)
     except ApiError as e:  # an expired PAT is rejected at construction
-        raise LabelStudioError(f"invalid Label Studio API key: {e.body}") from e
+        raise LabelStudioError(f"invalid Label Studio API key: {e.body}", e.status_code) from e
+    except httpx.HTTPError as e:  # exchanging a PAT is a request
+        raise LabelStudioError(f"cannot reach {url}: {e!r}") from e
+
+
+def list_projects(client: LabelStudio) -> list[int]:
+    with _errors(client, "listing projects"):
+        return [int(p.id) for p in client.projects.list()]
 
 
 def check_project(client: LabelStudio, project_id: int) -> dict[str, Any]:
@@ -99,11 +112,25 @@ def check_project(client: LabelStudio, project_id: int) -> dict[str, Any]:
     return project.dict()
 
 
-def fetch_tasks(
-    client: LabelStudio, project_id: int, only_annotated: bool = False, timeout: float = 1800.0
-) -> list[dict[str, Any]]:
-    """All tasks of a project as ``{"id", "data", "annotations": [{"id", "result",
-    "was_cancelled"}]}``; with ``only_annotated`` just the tasks that hold an annotation.
+ANNOTATION_FIELDS = ("id", "result", "was_cancelled", "updated_at")
+
+
+def _slim(raw: bytes) -> list[dict[str, Any]]:
+    """Tasks as ``{"id", "data", "annotations": [ANNOTATION_FIELDS]}``."""
+    return [
+        {
+            "id": task["id"],
+            "data": task["data"],
+            "annotations": [
+                {k: a.get(k) for k in ANNOTATION_FIELDS} for a in task.get("annotations", [])
+            ],
+        }
+        for task in json.loads(raw)
+    ]
+
+
+def fetch_tasks(client: LabelStudio, project_id: int, timeout: float = 1800.0) -> list[dict]:
+    """All tasks of a project, with their annotations (see `_slim`).
 
     Label Studio serialises tasks at ~1.5 ms each whatever the endpoint, so reading a whole big
     project is slow. Measured on a 20k-task project (2-core machine shared with other jobs,
@@ -111,54 +138,101 @@ def fetch_tasks(
     /api/projects/{id}/exports/``, then download, used here) 22-43 s; synchronous
     ``GET /api/projects/{id}/export`` 41-54 s;
     ``/api/tasks?fields=task_only`` (no annotations) 46 s; ``/api/tasks?fields=all`` ~60 s.
-    ``only_annotated`` uses the synchronous export with ``download_all_tasks=false``, which
-    filters in SQL: its cost grows with the labelled tasks only (20 annotated → 0.15 s).
-    Read every text once, then rebuild the labelled set with ``only_annotated``.
     """
     exports = client.projects.exports
     slow: RequestOptions = {"timeout": timeout}  # the export may take minutes
     with _errors(client, f"exporting tasks of project {project_id}"):
-        if only_annotated:
+        options = {"drafts": {"only_id": True}, "predictions": {"only_id": True}}
+        snapshot = exports.create(
+            project_id, title="rarelabel-fetch", serialization_options=options, request_options=slow
+        )
+        deadline = time.monotonic() + timeout
+        while snapshot.status not in ("completed", "failed"):  # async with an RQ worker
+            if time.monotonic() > deadline:
+                raise LabelStudioError(f"export of project {project_id} timed out")
+            time.sleep(1.0)
+            snapshot = exports.get(project_id, snapshot.id)
+        try:
+            if snapshot.status != "completed":
+                raise LabelStudioError(f"export of project {project_id} failed")
             raw = b"".join(
-                exports.download_sync(
-                    project_id, export_type="JSON", download_all_tasks=False, request_options=slow
-                )
+                exports.download(project_id, snapshot.id, export_type="JSON", request_options=slow)
             )
-        else:
-            options = {"drafts": {"only_id": True}, "predictions": {"only_id": True}}
-            snapshot = exports.create(
-                project_id,
-                title="rarelabel-fetch",
-                serialization_options=options,
-                request_options=slow,
+        finally:
+            exports.delete(project_id, snapshot.id)
+    return _slim(raw)
+
+
+def fetch_annotated(client: LabelStudio, project_id: int, timeout: float = 600.0) -> list[dict]:
+    """Only the tasks that hold an annotation, as `fetch_tasks` gives them.
+
+    The synchronous export with ``download_all_tasks=false`` filters in SQL, so its cost grows
+    with the labelled tasks only (20 annotated tasks of 20k: 0.15 s): cheap enough for the
+    periodic reconciliation."""
+    slow: RequestOptions = {"timeout": timeout}
+    with _errors(client, f"exporting the annotated tasks of project {project_id}"):
+        raw = b"".join(
+            client.projects.exports.download_sync(
+                project_id, export_type="JSON", download_all_tasks=False, request_options=slow
             )
-            deadline = time.monotonic() + timeout
-            while snapshot.status not in ("completed", "failed"):  # async with an RQ worker
-                if time.monotonic() > deadline:
-                    raise LabelStudioError(f"export of project {project_id} timed out")
-                time.sleep(1.0)
-                snapshot = exports.get(project_id, snapshot.id)
-            try:
-                if snapshot.status != "completed":
-                    raise LabelStudioError(f"export of project {project_id} failed")
-                raw = b"".join(
-                    exports.download(
-                        project_id, snapshot.id, export_type="JSON", request_options=slow
-                    )
-                )
-            finally:
-                exports.delete(project_id, snapshot.id)
-    return [
-        {
-            "id": task["id"],
-            "data": task["data"],
-            "annotations": [
-                {k: a.get(k) for k in ("id", "result", "was_cancelled")}
-                for a in task.get("annotations", [])
-            ],
-        }
-        for task in json.loads(raw)
-    ]
+        )
+    return _slim(raw)
+
+
+def existing_tasks(client: LabelStudio, project_id: int, task_ids: Iterable[int]) -> set[int]:
+    """Which of these tasks the project still has: one Data Manager page restricted to them
+    (``selectedItems``), so its cost follows the ids asked, not the project."""
+    ids = sorted({int(t) for t in task_ids})
+    found: set[int] = set()
+    action = f"checking tasks of project {project_id}"
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        query = json.dumps({"selectedItems": {"all": False, "included": chunk}})
+        params = {"project": project_id, "page_size": len(chunk), "query": query}
+        params["fields"] = "task_only"
+        response = _request(client, "GET", "api/tasks", action, params=params)
+        found |= {int(t["id"]) for t in response.json().get("tasks", [])}
+    return found
+
+
+def our_predictions(client: LabelStudio, project_id: int, model_version: str) -> dict[int, float]:
+    """Task -> score of every prediction of `model_version` in the project (the lowest per
+    task: the one that orders it), read back so a store that lost them can be rebuilt."""
+    action = f"listing predictions of project {project_id}"
+    response = _request(client, "GET", "api/predictions/", action, params={"project": project_id})
+    body = response.json()
+    rows = body.get("results", []) if isinstance(body, dict) else body
+    out: dict[int, float] = {}
+    for p in rows:
+        if p.get("model_version") == model_version and p.get("task") is not None:
+            score = float(p.get("score") or 0.0)
+            out[int(p["task"])] = min(score, out.get(int(p["task"]), score))
+    return out
+
+
+def ml_backends(client: LabelStudio, project_id: int) -> list[dict[str, Any]]:
+    """The project's ML backend records (url, title, extra_params, ...)."""
+    with _errors(client, f"listing ML backends of project {project_id}"):
+        return [b.dict() for b in client.ml.list(project=project_id)]
+
+
+def set_webhook_headers(
+    client: LabelStudio, project_id: int, url: str, headers: dict[str, str]
+) -> int:
+    """Give the webhook Label Studio made for an ML backend at `url` these headers; returns
+    how many webhooks changed.
+
+    Label Studio creates that webhook (``<url>/webhook``, ``ml/models.py``) without headers,
+    and an ML backend's basic-auth credentials are used for /setup and /predict only, so a
+    backend behind auth would refuse every webhook until they are set here."""
+    target = url.rstrip("/") + "/webhook"
+    changed = 0
+    with _errors(client, f"setting the webhook headers of project {project_id}"):
+        for hook in client.webhooks.list(project=str(project_id)):
+            if hook.url == target and (hook.headers or {}) != headers:
+                client.webhooks.update(id=hook.id, url=hook.url, headers=headers)
+                changed += 1
+    return changed
 
 
 def choice_of(annotation_result: list[dict[str, Any]], from_name: str | None = None) -> str | None:
@@ -324,6 +398,7 @@ def connect_backend(
     url: str,
     title: str = "rarelabel",
     extra_params: dict[str, Any] | None = None,
+    basic_auth: tuple[str, str] | None = None,
 ) -> int:
     """Connect our ML backend to the project (once) and return its ML backend id.
 
@@ -336,7 +411,11 @@ def connect_backend(
         for backend in client.ml.list(project=project_id):
             if (backend.url or "").rstrip("/") == url:
                 return int(backend.id)
+        auth = {}
+        if basic_auth:
+            auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": basic_auth[0]}
+            auth["basic_auth_pass"] = basic_auth[1]
         backend = client.ml.create(
-            project=project_id, url=url, title=title, extra_params=extra_params or {}
+            project=project_id, url=url, title=title, extra_params=extra_params or {}, **auth
         )
     return int(backend.id)

@@ -1,9 +1,16 @@
-"""Prometheus text exposition, written by hand: a handful of gauges needs no client library."""
+"""`/metrics` through prometheus_client: a collector that reads the store at scrape time, so
+every web process reports the same figures (they live in Redis, not in the process)."""
 
 from __future__ import annotations
 
-from rq import Queue
+import time
 
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from rq import Queue
+from rq.registry import FailedJobRegistry
+
+from backend.queueing import QUEUE
 from backend.store import Store
 
 GAUGES = {
@@ -19,33 +26,72 @@ GAUGES = {
     "last_import_tasks": ("rarelabel_import_tasks", "Tasks in the last import"),
     "last_import_likely_rare": ("rarelabel_import_likely_rare", "Last import: likely rare"),
     "last_import_likely_common": ("rarelabel_import_likely_common", "Last import: likely common"),
+    "last_error_at": ("rarelabel_last_error_timestamp_seconds", "Unix time of the last failed job"),
+    "reconciled_at": (
+        "rarelabel_last_reconcile_timestamp_seconds",
+        "Unix time Label Studio's state was last compared with the store",
+    ),
 }
 
 
-def _label_value(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class StoreCollector:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self):
+        store = self.store
+        depth = GaugeMetricFamily(
+            "rarelabel_queue_depth",
+            "Work waiting: recorded events and queued jobs",
+            labels=["kind"],
+        )
+        depth.add_metric(["events"], store.queued_events())
+        depth.add_metric(["jobs"], len(Queue(QUEUE, connection=store.r)))
+        depth.add_metric(["failed_jobs"], len(FailedJobRegistry(QUEUE, connection=store.r)))
+        yield depth
+        projects = store.projects()
+        statuses = {p: store.status(p) for p in projects}
+        for field, (name, help_text) in GAUGES.items():
+            family = GaugeMetricFamily(name, help_text, labels=["project"])
+            for p, st in statuses.items():
+                if field in st:
+                    family.add_metric([str(p)], float(st[field]))
+            yield family
+        aside = GaugeMetricFamily(
+            "rarelabel_events_set_aside",
+            "Events that kept failing, kept with their error",
+            labels=["project"],
+        )
+        lag = GaugeMetricFamily(
+            "rarelabel_ranking_stale",
+            "1 while a retrain is owed (labels ahead of the ranking)",
+            labels=["project"],
+        )
+        errors = GaugeMetricFamily(
+            "rarelabel_last_job_failed",
+            "1 when the last job failed after the last retrain",
+            labels=["project"],
+        )
+        now = time.time()
+        for p, st in statuses.items():
+            aside.add_metric([str(p)], len(store.set_aside_events(p)))
+            lag.add_metric([str(p)], float(store.dirty(p)))
+            failed = float(st.get("last_error_at", 0)) > float(st.get("last_retrain_at", now))
+            errors.add_metric([str(p)], float(failed))
+        yield from (aside, lag, errors)
+        found = GaugeMetricFamily(
+            "rarelabel_rare_positives_found",
+            "Human-labelled positives per rare class",
+            labels=["project", "class"],
+        )
+        for p, st in statuses.items():
+            for key, value in st.items():
+                if key.startswith("positives:"):
+                    found.add_metric([str(p), key.split(":", 1)[1]], float(value))
+        yield found
 
 
 def render_metrics(store: Store) -> str:
-    from backend.jobs import QUEUE
-
-    lines = [
-        "# HELP rarelabel_queue_depth Work waiting: recorded events and queued jobs",
-        "# TYPE rarelabel_queue_depth gauge",
-        f'rarelabel_queue_depth{{kind="events"}} {store.queued_events()}',
-        f'rarelabel_queue_depth{{kind="jobs"}} {len(Queue(QUEUE, connection=store.r))}',
-    ]
-    statuses = {p: store.status(p) for p in store.projects()}
-    for field, (name, help_text) in GAUGES.items():
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-        for p, st in statuses.items():
-            if field in st:
-                lines.append(f'{name}{{project="{p}"}} {float(st[field])}')
-    name = "rarelabel_rare_positives_found"
-    lines += [f"# HELP {name} Human-labelled positives per rare class", f"# TYPE {name} gauge"]
-    for p, st in statuses.items():
-        for key, value in st.items():
-            if key.startswith("positives:"):
-                cls = _label_value(key.split(":", 1)[1])
-                lines.append(f'{name}{{project="{p}",class="{cls}"}} {float(value)}')
-    return "\n".join(lines) + "\n"
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(store))
+    return generate_latest(registry).decode()

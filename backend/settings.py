@@ -6,7 +6,9 @@ and stored with the project, so web processes and workers agree on them.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -16,6 +18,13 @@ from model.prioritiser import LARGE_POOL
 from model.strategies import STRATEGIES, UNCERTAINTY
 
 OTHER_LIKE = re.compile(r"^(other|others|none|negative|misc|miscellaneous|rest)$", re.IGNORECASE)
+
+
+# The keys a project's extra params may hold (README, "Settings"); any other is refused.
+EXTRA_PARAMS = {
+    "targets", "descriptions", "f_a", "strategy", "uncertainty", "outlier_prior",
+    "queue_size", "C", "lexical_dims", "seals_above",
+}  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -79,6 +88,14 @@ class ProjectConfig:
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
+    def fingerprint(self) -> str:
+        """What the worker's warm state depends on: every setting and the label config, but
+        not where Label Studio lives or the token (a new token ranks the same)."""
+        d = asdict(self)
+        for key in ("hostname", "access_token", "extra"):
+            d.pop(key)
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
     @classmethod
     def from_json(cls, raw: str | bytes) -> ProjectConfig:
         d = json.loads(raw)
@@ -119,9 +136,14 @@ def resolve(
             extra_params = json.loads(extra_params) if extra_params.strip() else {}
         except json.JSONDecodeError as e:
             raise ConfigError(f"extra params are not JSON: {e}") from None
-    extra = dict(extra_params or {})
-    if not isinstance(extra, dict):
-        raise ConfigError("extra params must be a JSON object")
+    if extra_params is None:
+        extra_params = {}
+    if not isinstance(extra_params, dict):
+        raise ConfigError(f"extra params must be a JSON object, got {type(extra_params).__name__}")
+    extra = dict(extra_params)
+    unknown_keys = sorted(set(extra) - EXTRA_PARAMS)
+    if unknown_keys:
+        raise ConfigError(f"unknown extra params {unknown_keys}; known: {sorted(EXTRA_PARAMS)}")
 
     raw_targets = extra.get("targets") or env("RARE_TARGETS")
     if raw_targets:
@@ -154,9 +176,13 @@ def resolve(
     uncertainty = str(extra.get("uncertainty", env("RARELABEL_UNCERTAINTY", "margin")))
     if uncertainty not in UNCERTAINTY:
         raise ConfigError(f"unknown uncertainty {uncertainty!r}; choose from {sorted(UNCERTAINTY)}")
-    if f_a < 0 or queue_size < 1 or C <= 0 or not 0 <= outlier_prior <= 1 or lexical_dims < 0:
+    if not all(math.isfinite(x) for x in (f_a, C, outlier_prior)):
+        raise ConfigError("f_a, C and outlier_prior must be finite numbers")
+    in_range = f_a >= 0 and 1 <= queue_size <= 10_000 and C > 0
+    if not (in_range and 0 <= outlier_prior <= 1 and 0 <= lexical_dims <= 4096):
         raise ConfigError(
-            "need f_a >= 0, queue_size >= 1, C > 0, outlier_prior in [0, 1] and lexical_dims >= 0"
+            "need f_a >= 0, queue_size in [1, 10000], C > 0, outlier_prior in [0, 1] and "
+            "lexical_dims in [0, 4096]"
         )
     return ProjectConfig(
         project_id=project_id,

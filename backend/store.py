@@ -2,36 +2,60 @@
 
 Keys (p = Label Studio project id):
   rl:emb:<sha1>        embedding cache, content-addressed (model id + text)
+  rl:projects          set of project ids the backend serves
+  rl:initialised       set once the store has been filled; missing after Redis lost its data
   rl:p:config          ProjectConfig JSON
-  rl:p:events          durable list of webhook events not yet applied
+  rl:p:events          durable list of webhook events not yet applied (each with an "id")
+  rl:p:fails           hash event id -> failed attempts to apply it
+  rl:p:aside           list of events set aside after failing, each with its "error"
   rl:p:scheduled       set while a processing job is queued (coalesces bursts)
+  rl:p:dirty           set while the ranking in Label Studio lags the labels (a retrain owed)
+  rl:p:lock            the job lock (backend.jobs), renewed while its job lives
+  rl:p:tasks           set of every task id Label Studio has (with or without text)
   rl:p:vec             hash task id -> float32 vector bytes (the pool)
+  rl:p:poolv, :poolx   counters: any change of the pool / a removal from it
   rl:p:text            hash task id -> the task's text (the lexical features are fitted on it)
   rl:p:lex             hash task id -> float16 lexical columns (model.features), for /predict
-  rl:p:ann             hash annotation id -> "task id<TAB>label" (human labels)
-  rl:p:model           JSON: per-class weights, so /predict needs no worker
-  rl:p:pushed          hash task id -> score last written to Label Studio
+  rl:p:ann             hash annotation id -> JSON {task, label (null: no usable label), updated}
+  rl:p:tomb            hash annotation id -> when it was deleted (late events cannot revive it)
+  rl:p:model           StoredModel JSON: per-class weights, so /predict needs no worker
+  rl:p:pushed          hash task id -> score of our prediction in Label Studio
   rl:p:asked           hash task id -> "class<TAB>logit": the target class that asked for it
                        and its logit then (the class's calibration, model.class_choice)
-  rl:p:status          hash of figures for /metrics
+  rl:p:status          hash of figures for /metrics and the status of the last job
 Label Studio stays the source of truth: all of this can be rebuilt from it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import redis
 
 from backend.settings import ProjectConfig
+from model.stored import StoredModel
 
 PREFIX = "rl"
+TOMBSTONE_SECONDS = 7 * 86400  # a late duplicate arrives within seconds; keep a week
+SCHEDULED_SECONDS = 120  # a lost job stops coalescing new ones after this long
 
 
 def connect(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=30)
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=2, socket_timeout=30, health_check_interval=30
+    )
+
+
+@dataclass(frozen=True)
+class Annotation:
+    task: int
+    label: str | None  # None: a skip, or no choice the config knows
+    updated: float  # Label Studio's updated_at, as a Unix time (0 when it sent none)
 
 
 class RedisVectorCache:
@@ -64,8 +88,11 @@ class Store:
 
     # --- projects ---
     def save_config(self, cfg: ProjectConfig) -> None:
-        self.r.set(self.key(cfg.project_id, "config"), cfg.to_json())
-        self.r.sadd(f"{PREFIX}:projects", cfg.project_id)
+        pipe = self.r.pipeline()
+        pipe.set(self.key(cfg.project_id, "config"), cfg.to_json())
+        pipe.sadd(f"{PREFIX}:projects", cfg.project_id)
+        pipe.set(f"{PREFIX}:initialised", 1)
+        pipe.execute()
 
     def config(self, project: int) -> ProjectConfig | None:
         raw = self.r.get(self.key(project, "config"))
@@ -74,13 +101,34 @@ class Store:
     def projects(self) -> list[int]:
         return sorted(int(p) for p in self.r.smembers(f"{PREFIX}:projects"))
 
+    def add_project(self, project: int) -> None:
+        self.r.sadd(f"{PREFIX}:projects", project)
+
+    def forget_project(self, project: int) -> None:
+        """A project Label Studio no longer has: drop every key of it."""
+        keys = list(self.r.scan_iter(match=self.key(project, "*"), count=1000))
+        pipe = self.r.pipeline()
+        pipe.srem(f"{PREFIX}:projects", project)
+        if keys:
+            pipe.delete(*keys)
+        pipe.execute()
+
+    def initialised(self) -> bool:
+        """False when Redis came back empty: the projects must be found again."""
+        return bool(self.r.exists(f"{PREFIX}:initialised"))
+
+    def mark_initialised(self) -> None:
+        self.r.set(f"{PREFIX}:initialised", 1)
+
     # --- events: recorded by the web app, applied by a worker ---
     def record_event(self, project: int, event: dict) -> bool:
         """Append the event; True if the caller should enqueue a job (none is pending)."""
+        event = {"id": uuid.uuid4().hex, **event}
         pipe = self.r.pipeline()
         pipe.rpush(self.key(project, "events"), json.dumps(event))
-        pipe.set(self.key(project, "scheduled"), 1, nx=True, ex=3600)
-        _, first = pipe.execute()
+        pipe.sadd(f"{PREFIX}:projects", project)
+        pipe.set(self.key(project, "scheduled"), 1, nx=True, ex=SCHEDULED_SECONDS)
+        *_, first = pipe.execute()
         return bool(first)
 
     def unschedule(self, project: int) -> None:
@@ -90,19 +138,81 @@ class Store:
     def pending_events(self, project: int) -> list[dict]:
         return [json.loads(e) for e in self.r.lrange(self.key(project, "events"), 0, -1)]
 
-    def ack_events(self, project: int, n: int) -> None:
-        """Drop the first `n` events once they have been applied (nothing lost on a crash)."""
-        if n:
-            self.r.ltrim(self.key(project, "events"), n, -1)
+    def ack_events(self, project: int, events: Sequence[dict]) -> None:
+        """Drop the first `len(events)` events once they have been applied or set aside
+        (nothing lost on a crash), with their failure counts."""
+        if not events:
+            return
+        pipe = self.r.pipeline()
+        pipe.ltrim(self.key(project, "events"), len(events), -1)
+        ids = [e["id"] for e in events if "id" in e]
+        if ids:
+            pipe.hdel(self.key(project, "fails"), *ids)
+        pipe.execute()
 
-    def queued_events(self) -> int:
-        return sum(self.r.llen(self.key(p, "events")) for p in self.projects())
+    def event_failed(self, project: int, event: dict) -> int:
+        """Count one more failed attempt at this event; returns the count."""
+        return int(self.r.hincrby(self.key(project, "fails"), event.get("id", "?"), 1))
 
-    # --- the pool ---
+    def set_aside(self, project: int, event: dict, error: str) -> None:
+        self.r.rpush(self.key(project, "aside"), json.dumps({**event, "error": error}))
+
+    def set_aside_events(self, project: int) -> list[dict]:
+        return [json.loads(e) for e in self.r.lrange(self.key(project, "aside"), 0, -1)]
+
+    def queued_events(self, project: int | None = None) -> int:
+        projects = self.projects() if project is None else [project]
+        return sum(self.r.llen(self.key(p, "events")) for p in projects)
+
+    def mark_dirty(self, project: int) -> None:
+        self.r.set(self.key(project, "dirty"), 1)
+
+    def clear_dirty(self, project: int) -> None:
+        self.r.delete(self.key(project, "dirty"))
+
+    def dirty(self, project: int) -> bool:
+        return bool(self.r.exists(self.key(project, "dirty")))
+
+    # --- the tasks Label Studio has, and the pool of those with a text ---
+    def add_tasks(self, project: int, tasks: Iterable[int]) -> None:
+        tasks = [str(t) for t in tasks]
+        if tasks:
+            self.r.sadd(self.key(project, "tasks"), *tasks)
+
+    def task_count(self, project: int) -> int:
+        return int(self.r.scard(self.key(project, "tasks")))
+
     def add_vectors(self, project: int, vectors: dict[int, np.ndarray]) -> None:
         if vectors:
             mapping = {str(t): v.astype(np.float32).tobytes() for t, v in vectors.items()}
-            self.r.hset(self.key(project, "vec"), mapping=mapping)
+            pipe = self.r.pipeline()
+            pipe.hset(self.key(project, "vec"), mapping=mapping)
+            pipe.sadd(self.key(project, "tasks"), *mapping)
+            pipe.incr(self.key(project, "poolv"))
+            pipe.execute()
+
+    def remove_tasks(self, project: int, tasks: Iterable[int]) -> int:
+        """Tasks Label Studio no longer has leave the pool and every per-task record;
+        returns how many were in the pool."""
+        ids = [str(t) for t in tasks]
+        if not ids:
+            return 0
+        pipe = self.r.pipeline()
+        pipe.hdel(self.key(project, "vec"), *ids)
+        for name in ("text", "lex", "pushed", "asked"):
+            pipe.hdel(self.key(project, name), *ids)
+        pipe.srem(self.key(project, "tasks"), *ids)
+        removed = pipe.execute()[0]
+        if removed:
+            pipe.incr(self.key(project, "poolv"))
+            pipe.incr(self.key(project, "poolx"))
+            pipe.execute()
+        return int(removed)
+
+    def pool_version(self, project: int) -> tuple[int, int]:
+        """(changes, removals) of the pool: a warm copy with the same pair is current."""
+        v, x = self.r.mget(self.key(project, "poolv"), self.key(project, "poolx"))
+        return int(v or 0), int(x or 0)
 
     def has_vectors(self, project: int, tasks: Sequence[int]) -> set[int]:
         """Which of these tasks are in the pool already (one round trip, not the whole hash)."""
@@ -115,6 +225,9 @@ class Store:
 
     def pool_size(self, project: int) -> int:
         return int(self.r.hlen(self.key(project, "vec")))
+
+    def pool_ids(self, project: int) -> set[int]:
+        return {int(t) for t in self.r.hkeys(self.key(project, "vec"))}
 
     def vectors(self, project: int, tasks: Sequence[int] | None = None) -> dict[int, np.ndarray]:
         k = self.key(project, "vec")
@@ -151,37 +264,50 @@ class Store:
         }
 
     # --- human labels, by annotation (deletes arrive as annotation ids) ---
-    def set_annotation(self, project: int, annotation: int, task: int, label: str) -> None:
-        self.r.hset(self.key(project, "ann"), str(annotation), f"{task}\t{label}")
+    def annotation(self, project: int, annotation: int) -> Annotation | None:
+        raw = self.r.hget(self.key(project, "ann"), str(annotation))
+        return Annotation(**json.loads(raw)) if raw else None
 
-    def delete_annotation(self, project: int, annotation: int) -> None:
-        self.r.hdel(self.key(project, "ann"), str(annotation))
+    def annotations(self, project: int) -> dict[int, Annotation]:
+        raw = self.r.hgetall(self.key(project, "ann"))
+        return {int(a): Annotation(**json.loads(v)) for a, v in raw.items()}
 
-    def replace_annotations(self, project: int, anns: dict[int, tuple[int, str]]) -> None:
-        pipe = self.r.pipeline()
-        pipe.delete(self.key(project, "ann"))
-        if anns:
-            mapping = {str(a): f"{t}\t{lab}" for a, (t, lab) in anns.items()}
-            pipe.hset(self.key(project, "ann"), mapping=mapping)
-        pipe.execute()
+    def set_annotation(self, project: int, annotation: int, value: Annotation) -> None:
+        self.r.hset(self.key(project, "ann"), str(annotation), json.dumps(value.__dict__))
+
+    def delete_annotations(self, project: int, annotations: Iterable[int]) -> None:
+        """Deleted annotations leave a tombstone, so a late event cannot bring them back."""
+        ids = [str(a) for a in annotations]
+        if ids:
+            pipe = self.r.pipeline()
+            pipe.hdel(self.key(project, "ann"), *ids)
+            pipe.hset(self.key(project, "tomb"), mapping=dict.fromkeys(ids, time.time()))
+            pipe.execute()
+
+    def deleted(self, project: int, annotation: int) -> bool:
+        return bool(self.r.hexists(self.key(project, "tomb"), str(annotation)))
+
+    def prune_tombstones(self, project: int, older_than: float = TOMBSTONE_SECONDS) -> None:
+        cutoff = time.time() - older_than
+        old = [a for a, t in self.r.hgetall(self.key(project, "tomb")).items() if float(t) < cutoff]
+        if old:
+            self.r.hdel(self.key(project, "tomb"), *old)
 
     def labels(self, project: int) -> dict[int, str]:
-        """Each task's label from its newest annotation, in the order they were annotated."""
+        """Each task's label from its newest usable annotation, in the order annotated."""
         out: dict[int, tuple[int, str]] = {}
-        for a, v in self.r.hgetall(self.key(project, "ann")).items():
-            task, label = v.decode().split("\t", 1)
-            ann, task_id = int(a), int(task)
-            if task_id not in out or ann > out[task_id][0]:
-                out[task_id] = (ann, label)
+        for ann, a in self.annotations(project).items():
+            if a.label is not None and (a.task not in out or ann > out[a.task][0]):
+                out[a.task] = (ann, a.label)
         return {t: lab for t, (_, lab) in sorted(out.items(), key=lambda kv: kv[1][0])}
 
     # --- the model, the pushed queue and status ---
-    def save_model(self, project: int, model: dict) -> None:
-        self.r.set(self.key(project, "model"), json.dumps(model))
+    def save_model(self, project: int, model: StoredModel) -> None:
+        self.r.set(self.key(project, "model"), model.to_json())
 
-    def model(self, project: int) -> dict | None:
+    def model(self, project: int) -> StoredModel | None:
         raw = self.r.get(self.key(project, "model"))
-        return json.loads(raw) if raw else None
+        return StoredModel.from_json(raw) if raw else None
 
     def pushed(self, project: int) -> dict[int, float]:
         return {int(t): float(s) for t, s in self.r.hgetall(self.key(project, "pushed")).items()}

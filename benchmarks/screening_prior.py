@@ -40,12 +40,13 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.data_dir import DBPEDIA14  # noqa: E402
 from model.data import build_pool, read_csv  # noqa: E402
 from model.embedding import Embedder, SQLiteCache, default_cache_path  # noqa: E402
 from model.prioritiser import embed_prototypes  # noqa: E402
 from model.screening import OutlierScreen, blend_prior  # noqa: E402
 
-DATA = Path("/work/shared/data/dbpedia14/dbpedia14.csv.gz")
+DATA = DBPEDIA14  # $RARELABEL_DATA_DIR/dbpedia14/dbpedia14.csv.gz
 TARGETS = ["Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder"]
 PREVALENCES = (0.005, 0.002)
 KS = (50, 100)

@@ -49,11 +49,12 @@ sys.path.insert(0, str(ROOT))
 
 from backend import labelstudio as ls  # noqa: E402
 from backend.store import RedisVectorCache, Store, connect  # noqa: E402
+from benchmarks.data_dir import DBPEDIA14  # noqa: E402
 from model.embedding import DEFAULT_MODEL, SQLiteCache, cache_key, default_cache_path  # noqa: E402
 from model.prioritiser import prototype_text  # noqa: E402
 from tests.ls_harness import free_port, start_label_studio, wait_for  # noqa: E402
 
-DATA = Path("/work/shared/data/dbpedia14/dbpedia14.csv.gz")
+DATA = DBPEDIA14  # $RARELABEL_DATA_DIR/dbpedia14/dbpedia14.csv.gz
 TARGETS = ["Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder"]
 PREVALENCE = 0.005
 N_SEEDS = 5  # seed positives per target

@@ -34,6 +34,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.data_dir import DBPEDIA14  # noqa: E402
 from model.data import Dataset, build_pool, read_csv  # noqa: E402
 from model.embedding import Embedder, SQLiteCache, default_cache_path  # noqa: E402
 from model.features import pad_prototypes, pool_features, with_lexical  # noqa: E402
@@ -46,7 +47,7 @@ from model.simulate import (  # noqa: E402
     sign_test,
 )
 
-DATA = Path("/work/shared/data/dbpedia14/dbpedia14.csv.gz")
+DATA = DBPEDIA14  # $RARELABEL_DATA_DIR/dbpedia14/dbpedia14.csv.gz
 TARGETS = ["Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder"]
 PREVALENCES = (0.005, 0.002)
 CHECKPOINTS = (50, 100, 300)

@@ -1,5 +1,7 @@
 """Shared fixtures for the model tests: a small real pool from dbpedia14, embedded once.
 
+The rows come from tests/data/dbpedia14_sample.csv.gz, inside the repository.
+
 Embedding is slow on this machine, so the whole session embeds one pool (~660 short texts)
 into a session-scoped SQLite cache; the CLI tests point RARELABEL_CACHE_DIR at the same
 directory, so a `rarelabel simulate` subprocess finds every vector there.
@@ -23,12 +25,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-_REPO = Path(__file__).resolve().parents[1]
-_DBPEDIA_CANDIDATES = [
-    os.environ.get("RARELABEL_TEST_DBPEDIA", ""),
-    str(_REPO.parent / "shared" / "data" / "dbpedia14" / "dbpedia14.csv.gz"),
-    "/work/shared/data/dbpedia14/dbpedia14.csv.gz",
-]
+from tests.data_paths import DBPEDIA_SAMPLE  # noqa: E402
 
 # The real pool: two of the seed's rare targets at 2% each (12 of 600), plus a held-out set.
 REAL_TARGETS = ("Artist", "EducationalInstitution")
@@ -37,11 +34,12 @@ HELD_OUT_OTHERS, HELD_OUT_PER_TARGET = 40, 10
 MAX_TEXT_CHARS = 200  # short texts embed faster; they are still real dbpedia abstracts
 
 
-def _dbpedia_path() -> Path | None:
-    for candidate in _DBPEDIA_CANDIDATES:
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    return None
+def _dbpedia_path() -> Path:
+    """The dbpedia14 sample in tests/data, or the file RARELABEL_TEST_DBPEDIA names."""
+    path = Path(os.environ.get("RARELABEL_TEST_DBPEDIA") or DBPEDIA_SAMPLE)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the tests' dbpedia14 rows are missing")
+    return path
 
 
 @dataclass(frozen=True)
@@ -67,12 +65,9 @@ class RealPool:
 
 @pytest.fixture(scope="session")
 def dbpedia_rows() -> list[tuple[str, str, str]]:
-    """(id, label, text) of every dbpedia14 row, read in place."""
-    path = _dbpedia_path()
-    if path is None:
-        pytest.skip("dbpedia14.csv.gz not found (set RARELABEL_TEST_DBPEDIA)")
+    """(id, label, text) of every row of the dbpedia14 sample (tests/data/README.md)."""
     csv.field_size_limit(sys.maxsize)
-    with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
+    with gzip.open(_dbpedia_path(), "rt", encoding="utf-8", newline="") as f:
         return [(r["id"], r["label"], r["text"]) for r in csv.DictReader(f)]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import gzip
 import os
-import re
 import subprocess
 import sys
 import time
@@ -22,12 +21,14 @@ import pytest
 
 from backend import labelstudio as ls
 from backend.store import Store, connect
+from tests.data_paths import DBPEDIA_SAMPLE
 from tests.ls_harness import free_port, start_label_studio, wait_for
+from tests.prom import metric
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[1]
-DBPEDIA = REPO.parent / "shared" / "data" / "dbpedia14" / "dbpedia14.csv.gz"
+DBPEDIA = DBPEDIA_SAMPLE
 REDIS_URL = "redis://127.0.0.1:6379/14"
 # Company is the hardest of the five targets (benchmarks: single-target recall 0.68 at 100
 # labels); Athlete keeps this check about the plumbing, not about one class's difficulty.
@@ -35,7 +36,7 @@ TARGET, N_TASKS, N_TARGET, N_SEEDS, N_ANNOTATE = "Athlete", 2000, 20, 5, 40
 
 
 def dataset() -> list[tuple[str, str]]:
-    """(label, text): 1% of the target among short real dbpedia14 texts, fixed seed."""
+    """(label, text): 1% of the target among short real dbpedia14 texts (the sample), fixed seed."""
     csv.field_size_limit(sys.maxsize)
     with gzip.open(DBPEDIA, "rt", encoding="utf-8", newline="") as f:
         rows = [(r["label"], r["text"]) for r in csv.DictReader(f) if len(r["text"]) <= 300]
@@ -94,12 +95,6 @@ def stack(tmp_path_factory):
             log.close()
         studio.stop()
         r.flushdb()
-
-
-def metric(text: str, name: str, labels: dict[str, str]) -> float | None:
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    m = re.search(rf"^{name}\{{{re.escape(want)}\}} (\S+)$", text, re.MULTILINE)
-    return float(m.group(1)) if m else None
 
 
 def test_label_all_tasks_serves_rare_items_first(stack):

@@ -17,10 +17,11 @@ import httpx
 import pytest
 
 from backend import labelstudio as ls
+from tests.data_paths import DBPEDIA_SAMPLE
 from tests.ls_harness import LabelStudioProcess, start_label_studio
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path("/work/shared/data/dbpedia14/dbpedia14.csv.gz")
+DATA = DBPEDIA_SAMPLE
 CLASSES = [
     "Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder",
     "MeanOfTransportation", "Building", "NaturalPlace", "Village", "Animal", "Plant", "Album",
@@ -145,7 +146,7 @@ def test_annotations_come_back_through_fetch_tasks(
     [annotation] = tasks[ids[3]]["annotations"]
     assert annotation["id"] == annotation_id and annotation["was_cancelled"] is False
     assert ls.choice_of(annotation["result"], "label") == "Athlete"
-    assert [t["id"] for t in ls.fetch_tasks(client, pid, only_annotated=True)] == [ids[3]]
+    assert [t["id"] for t in ls.fetch_annotated(client, pid)] == [ids[3]]
 
 
 @pytest.mark.e2e

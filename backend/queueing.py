@@ -1,0 +1,24 @@
+"""Putting a project's job on the RQ queue, without importing the worker's code (the web
+process enqueues by name, so it never loads the rankers)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from rq import Queue, Retry
+
+from backend.store import Store
+
+QUEUE = "rarelabel"
+JOB = "backend.jobs.process_project"
+RETRY = Retry(max=4, interval=[5, 15, 30, 60])  # a job's failures, before the sweep takes over
+JOB_TIMEOUT = 6 * 3600  # embedding a million tasks takes hours; the lock, not this, frees
+
+
+def enqueue(store: Store, project: int, delay: float = 0) -> None:
+    queue = Queue(QUEUE, connection=store.r)
+    options = {"job_timeout": JOB_TIMEOUT, "result_ttl": 600, "failure_ttl": 86400}
+    if delay > 0:
+        queue.enqueue_in(timedelta(seconds=delay), JOB, project, retry=RETRY, **options)
+    else:
+        queue.enqueue(JOB, project, retry=RETRY, **options)

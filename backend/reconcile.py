@@ -1,0 +1,98 @@
+"""Bring the store back to Label Studio's state, which webhooks alone cannot guarantee.
+
+Label Studio sends each webhook once and never retries, so one lost while the web process
+or Redis was down is gone. Two ways back:
+* `sync`: read every task (the export; slow on big projects) and rebuild the pool, the
+  labels and our predictions' scores. Used at first contact, on *Start Training*, after
+  Redis lost its data, and when the task counts disagree.
+* `reconcile`: cheap enough to run every minute. The project's record (label config, task
+  count, ordering settings), the annotated tasks only (cost grows with the labels, not the
+  pool) and the list of our predictions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from backend import labelstudio as ls
+from backend.client import client_for, secure_webhooks
+from backend.embedder import embed_tasks
+from backend.events import apply_annotation
+from backend.settings import ProjectConfig
+from backend.store import Store
+
+log = logging.getLogger("rarelabel.worker")
+
+
+@dataclass
+class Reconciled:
+    changed: bool  # the labels or the pool moved: a retrain is owed
+    configure: bool  # the project's ordering settings are not ours
+
+
+def _apply_annotated(store: Store, cfg: ProjectConfig, tasks: list[dict]) -> bool:
+    """Label Studio's annotations win: apply what is newer, delete what it no longer has."""
+    p, changed, seen = cfg.project_id, False, set()
+    for task in tasks:
+        for ann in task["annotations"]:
+            seen.add(int(ann["id"]))
+            changed |= apply_annotation(store, cfg, int(task["id"]), ann)
+    gone = set(store.annotations(p)) - seen
+    if gone:
+        store.delete_annotations(p, gone)
+    return changed or bool(gone)
+
+
+def sync(store: Store, cfg: ProjectConfig) -> None:
+    """Rebuild the pool, the labels and our predictions' scores from Label Studio."""
+    t0 = time.perf_counter()
+    p, client = cfg.project_id, client_for(cfg)
+    tasks = ls.fetch_tasks(client, p)
+    ids = {int(t["id"]) for t in tasks}
+    store.remove_tasks(p, store.pool_ids(p) - ids)
+    n_new = len(embed_tasks(store, cfg, tasks))
+    _apply_annotated(store, cfg, tasks)
+    store.set_pushed(p, ls.our_predictions(client, p, cfg.model_version))
+    store.prune_tombstones(p)
+    now = time.time()
+    store.set_status(p, synced_at=now, reconciled_at=now, push_in_flight=0)
+    log.info(
+        "project %s: synced %d tasks (%d newly embedded), %d labels in %.1fs",
+        p,
+        len(tasks),
+        n_new,
+        len(store.labels(p)),
+        time.perf_counter() - t0,
+    )
+
+
+def reconcile(store: Store, cfg: ProjectConfig) -> Reconciled:
+    """The cheap check; falls back to `sync` when Label Studio's task count differs."""
+    t0 = time.perf_counter()
+    p, client = cfg.project_id, client_for(cfg)
+    project = ls.check_project(client, p)
+    configure = (project.get("sampling"), project.get("model_version")) != (
+        ls.UNCERTAINTY_SAMPLING,
+        cfg.model_version,
+    )
+    if project.get("task_number") is not None and project["task_number"] != store.task_count(p):
+        log.info(
+            "project %s: Label Studio has %s tasks, the store %d: syncing",
+            p,
+            project["task_number"],
+            store.task_count(p),
+        )
+        sync(store, cfg)
+        return Reconciled(True, configure)
+    changed = _apply_annotated(store, cfg, ls.fetch_annotated(client, p))
+    theirs = ls.our_predictions(client, p, cfg.model_version)
+    if theirs != store.pushed(p):
+        store.set_pushed(p, theirs)
+        changed = True
+    secure_webhooks(cfg)
+    store.prune_tombstones(p)
+    store.set_status(p, reconciled_at=time.time(), push_in_flight=0)
+    log.info("project %s: reconciled in %.2fs, changed: %s", p, time.perf_counter() - t0, changed)
+    return Reconciled(changed, configure)

@@ -1,0 +1,108 @@
+"""Fit every class, rank the pool, and write what changed in the queue to Label Studio."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from backend import labelstudio as ls
+from backend.client import client_for
+from backend.queue_sync import plan_push
+from backend.settings import ProjectConfig
+from backend.store import Store
+from backend.warm import project_state, ranker_config
+from model.labels import LabelState
+from model.stored import StoredModel
+
+log = logging.getLogger("rarelabel.worker")
+
+
+class _TasksGone(Exception):
+    """The push named tasks Label Studio no longer has; they were pruned."""
+
+
+def retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
+    """One retrain and push. A push refused because tasks are gone from Label Studio prunes
+    them from the pool and ranks again, once: the other tasks still get their scores."""
+    try:
+        return _retrain_and_push(store, cfg)
+    except _TasksGone:
+        return _retrain_and_push(store, cfg)
+
+
+def prune_missing(store: Store, cfg: ProjectConfig, tasks: set[int]) -> set[int]:
+    """Remove from the pool the tasks Label Studio no longer has; returns them."""
+    gone = tasks - ls.existing_tasks(client_for(cfg), cfg.project_id, tasks)
+    if gone:
+        store.remove_tasks(cfg.project_id, gone)
+        log.warning(
+            "project %s: %d tasks gone from Label Studio, pruned", cfg.project_id, len(gone)
+        )
+    return gone
+
+
+def _retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
+    t0 = time.perf_counter()
+    p = cfg.project_id
+    state = project_state(store, cfg)
+    pool = state.refresh(store)
+    if len(pool.ids) == 0:
+        log.info("project %s: empty pool, nothing to rank", p)
+        return {"pushed": 0}
+    labels, asked = store.labels(p), store.asked(p)
+    state_labels = LabelState(cfg.targets)
+    for task, label in labels.items():  # in annotation order: recent precision per class
+        if task in pool.row:
+            state_labels.set_label(task, label)
+            target, logit = asked.get(task, (None, None))
+            if target in cfg.targets:
+                state_labels.record_query(task, target, logit)
+    prio = state.prioritiser_for()
+    prio.config = ranker_config(cfg)
+    prio.fit(pool, state_labels, state.rarity_for(state_labels), state.index_for(prio.config))
+    rows, _ = prio.queue(cfg.queue_size)
+    queue = [int(pool.ids[r]) for r in rows]
+    label_of_task = dict(zip(queue, prio.queue_targets_, strict=True))  # the class that asked
+    logit_of_task = dict(zip(queue, prio.queue_logits_.tolist(), strict=True))
+    fit_seconds = time.perf_counter() - t0
+
+    plan = plan_push(store.pushed(p), queue, set(labels))
+    client = client_for(cfg)
+    store.set_status(p, push_in_flight=1)  # until set_pushed: Label Studio's copy is unknown
+    if plan.deletes:
+        ls.delete_predictions(client, p, plan.deletes)
+    items = [(t, label_of_task[t], s) for t, s in plan.writes.items()]
+    try:
+        written = ls.push_predictions(
+            client, p, items, cfg.model_version, cfg.label.from_name, cfg.label.to_name
+        )
+    except ls.LabelStudioError as e:  # Label Studio refuses a batch naming a deleted task
+        if e.status == 400 and prune_missing(store, cfg, set(plan.writes)):
+            store.set_pushed(p, ls.our_predictions(client, p, cfg.model_version))
+            raise _TasksGone from e
+        raise
+    store.set_pushed(p, plan.scores)
+    store.set_status(p, push_in_flight=0)
+    store.record_asked(p, {t: (label_of_task[t], logit_of_task[t]) for t in plan.writes})
+    store.save_model(p, StoredModel.from_prioritiser(prio, cfg.model_version))
+    counts = state_labels.counts()
+    total = time.perf_counter() - t0
+    store.set_status(
+        p,
+        last_retrain_at=time.time(),
+        last_retrain_seconds=round(fit_seconds, 4),
+        last_push_seconds=round(total - fit_seconds, 4),
+        last_predictions_written=written,
+        labels_seen=len(labels),
+        pool_size=len(pool.ids),
+        **{f"positives:{t}": counts[t]["positives"] for t in cfg.targets},
+    )
+    log.info(
+        "project %s: retrained on %d labels in %.3fs, wrote %d predictions, removed %d",
+        p,
+        len(labels),
+        fit_seconds,
+        written,
+        len(plan.deletes),
+    )
+    return {"pushed": written, "removed": len(plan.deletes), "fit_seconds": fit_seconds}

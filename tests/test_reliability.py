@@ -1,0 +1,174 @@
+"""The worker cannot wedge and the store cannot be walked back: against the real Redis.
+
+The faults that need Label Studio (kill -9, outages, lost webhooks) are in test_faults.py;
+these are the ones whose truth Redis alone holds.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from rq import Queue
+from rq.registry import ScheduledJobRegistry
+
+from backend import app as app_module
+from backend import jobs, warm
+from backend.events import apply_event
+from backend.queueing import QUEUE
+from backend.settings import ConfigError, resolve
+from backend.store import Store, connect
+
+LABEL_CONFIG = (Path(__file__).parents[1] / "label_config.xml").read_text()
+REDIS_TEST_URL = "redis://127.0.0.1:6379/13"
+
+
+@pytest.fixture
+def store(monkeypatch, tmp_path) -> Store:
+    monkeypatch.setenv("REDIS_URL", REDIS_TEST_URL)
+    monkeypatch.setenv("RARELABEL_CACHE_DIR", str(tmp_path / "cache"))
+    for var in ("RARE_TARGETS", "BASIC_AUTH_USER", "BASIC_AUTH_PASS", "LABEL_STUDIO_URL"):
+        monkeypatch.delenv(var, raising=False)
+    r = connect(REDIS_TEST_URL)
+    r.flushdb()
+    app_module._backend.cache_clear()
+    warm.drop_states()
+    yield Store(r)
+    r.flushdb()
+    app_module._backend.cache_clear()
+    warm.drop_states()
+
+
+def choice(label: str) -> list[dict]:
+    return [
+        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}
+    ]
+
+
+def annotation(ann_id: int, task: int, label: str, updated_at: str, action="ANNOTATION_CREATED"):
+    return {
+        "action": action,
+        "annotation": {
+            "id": ann_id,
+            "task": task,
+            "result": choice(label),
+            "updated_at": updated_at,
+        },
+        "task": {"id": task, "data": {"text": f"text of task {task}"}},
+    }
+
+
+def synced_project(store: Store, project: int = 7) -> None:
+    """A project the worker has met: settings stored, synced and reconciled just now."""
+    store.save_config(resolve(project, LABEL_CONFIG, {"targets": ["Artist"]}))
+    store.set_status(project, synced_at=time.time(), reconciled_at=time.time())
+
+
+def test_a_late_older_event_never_overwrites_a_newer_label(store):
+    cfg = resolve(7, LABEL_CONFIG, {"targets": ["Artist"]})
+    newer = annotation(1, 10, "Athlete", "2026-12-01T10:00:05.000Z", "ANNOTATION_UPDATED")
+    older = annotation(1, 10, "Artist", "2026-12-01T10:00:01.000Z")
+    assert apply_event(store, cfg, newer)
+    assert not apply_event(store, cfg, older)  # the re-delivered create arrives last
+    assert store.labels(7) == {10: "Athlete"}
+
+
+def test_a_deleted_annotation_cannot_come_back(store):
+    cfg = resolve(7, LABEL_CONFIG, {"targets": ["Artist"]})
+    apply_event(store, cfg, annotation(1, 10, "Artist", "2026-12-01T10:00:01Z"))
+    apply_event(store, cfg, {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 1}]})
+    late = annotation(1, 10, "Artist", "2026-12-01T10:00:09Z")  # even with a newer time
+    assert not apply_event(store, cfg, late)
+    assert store.labels(7) == {}
+
+
+def test_deleted_tasks_leave_the_pool_and_every_record(store):
+    cfg = resolve(7, LABEL_CONFIG, {"targets": ["Artist"]})
+    tasks = [{"id": i, "data": {"text": f"A village number {i}."}} for i in range(4)]
+    apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": tasks})
+    store.set_pushed(7, {0: 0.1, 1: 0.2})
+    before = store.pool_version(7)
+    apply_event(store, cfg, {"action": "TASKS_DELETED", "tasks": [{"id": 0}, {"id": 3}]})
+    assert store.pool_ids(7) == {1, 2} and store.task_count(7) == 2
+    assert store.pushed(7) == {1: 0.2}  # no prediction is ever planned for task 0 again
+    assert store.pool_version(7)[1] == before[1] + 1  # a removal: the warm state is rebuilt
+
+
+def test_predict_never_adds_unconfirmed_tasks_to_the_pool(store):
+    from model.stored import StoredModel
+
+    client = TestClient(app_module.create_app())
+    synced_project(store)
+    store.save_model(7, StoredModel("rarelabel", ["Artist"], [[0.0] * 384], [0.0], ["cosine"]))
+    body = {"project": "7.1", "tasks": [{"id": 999, "data": {"text": "A painter from Lyon."}}]}
+    r = client.post("/predict", json=body)
+    assert r.status_code == 200 and r.json()["results"][0]["result"]  # scored from the model
+    assert store.pool_ids(7) == set()
+
+
+def test_a_poison_event_is_set_aside_after_its_attempts_and_stops_blocking(store):
+    synced_project(store)
+    store.record_event(7, {"action": "ANNOTATION_CREATED", "annotation": {"task": 3}})  # no id
+    for attempt in range(1, jobs.MAX_EVENT_ATTEMPTS):
+        with pytest.raises(KeyError):  # raised: RQ retries the job with backoff
+            jobs.process_project(7)
+        assert len(store.pending_events(7)) == 1, attempt
+    jobs.process_project(7)  # the last attempt sets it aside and goes on
+    assert store.pending_events(7) == []
+    (aside,) = store.set_aside_events(7)
+    assert aside["action"] == "ANNOTATION_CREATED" and "KeyError" in aside["error"]
+
+
+def test_a_job_finding_the_lock_taken_reschedules_itself_instead_of_waiting(store, monkeypatch):
+    monkeypatch.setenv("RARELABEL_LOCK_SECONDS", "30")
+    synced_project(store)
+    held = store.r.lock(store.key(7, "lock"), timeout=30)
+    assert held.acquire(blocking=False)
+    t0 = time.monotonic()
+    assert jobs.process_project(7) == {"deferred": True}
+    assert time.monotonic() - t0 < 2  # the worker is free at once
+    assert len(ScheduledJobRegistry(QUEUE, connection=store.r)) == 1
+
+
+def test_a_dead_jobs_lock_expires_and_a_live_jobs_lock_is_renewed(store, monkeypatch):
+    monkeypatch.setenv("RARELABEL_LOCK_SECONDS", "1")
+    dead = store.r.lock(store.key(7, "lock"), timeout=1)
+    assert dead.acquire(blocking=False)  # a killed job never releases it
+    time.sleep(1.2)
+    with jobs.project_lock(store, 7) as held:
+        assert held
+        time.sleep(2.5)  # far past the lock's lifetime: the renewing thread keeps it
+        assert store.r.exists(store.key(7, "lock"))
+        with jobs.project_lock(store, 7) as other:
+            assert not other
+    assert not store.r.exists(store.key(7, "lock"))
+
+
+def test_the_sweep_gives_a_job_to_every_project_owing_work(store, monkeypatch):
+    monkeypatch.setenv("RARELABEL_RECONCILE_SECONDS", "60")
+    for p in (1, 2, 3, 4):
+        synced_project(store, p)
+    store.record_event(1, {"action": "START_TRAINING"})  # pending events
+    store.mark_dirty(2)  # a retrain owed (the last push failed)
+    store.set_status(3, reconciled_at=time.time() - 120)  # a reconciliation due
+    assert sorted(jobs.sweep(store, force=True)) == [1, 2, 3]
+    assert len(Queue(QUEUE, connection=store.r)) == 3
+    assert jobs.sweep(store) == []  # another worker's sweep in the same interval: none
+
+
+@pytest.mark.parametrize(
+    "extra, word",
+    [
+        ({"f_a": float("nan")}, "finite"),
+        ({"C": "inf"}, "finite"),
+        ({"queue_size": 10**6}, "queue_size"),
+        ({"targets": ["Artist"], "f_A": 3}, "f_A"),  # an unknown key is named
+        ([1, 2], "JSON object"),
+        (5, "JSON object"),
+    ],
+)
+def test_every_setting_is_validated(extra, word):
+    with pytest.raises(ConfigError, match=word):
+        resolve(1, LABEL_CONFIG, extra)
