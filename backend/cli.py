@@ -42,8 +42,19 @@ def _redis_or_exit():
 
 
 def _serve(args: argparse.Namespace) -> None:
+    """With REDIS_URL: the web app alone (workers run beside it, on any machine). Without:
+    the whole backend, with an embedded store and its own worker (backend.embedded)."""
     import uvicorn
 
+    from backend.settings import env
+
+    if env("REDIS_URL") is None:
+        from backend.embedded import EmbeddedStoreError, start
+
+        try:
+            start()
+        except EmbeddedStoreError as e:
+            raise SystemExit(f"rarelabel serve: {e}") from None
     _redis_or_exit()
     uvicorn.run("backend.app:create_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level="info")  # fmt: skip
@@ -64,7 +75,13 @@ def _worker(args: argparse.Namespace) -> None:
 
     from backend.jobs import run_sweeps
     from backend.queueing import QUEUE
+    from backend.settings import env
 
+    if env("REDIS_URL") is None:
+        raise SystemExit(
+            "rarelabel worker: set REDIS_URL to the Redis the web app uses "
+            "(`rarelabel serve` without REDIS_URL runs its own worker)"
+        )
     r = _redis_or_exit()
     stop = threading.Event()
     if not args.burst:

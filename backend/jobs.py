@@ -7,7 +7,7 @@ Nothing here can wedge:
 * A failed job is retried by RQ with backoff (the worker runs RQ's scheduler); events are
   acknowledged only after they are applied, so a crash loses nothing.
 * An event that keeps failing is set aside with its error, not left blocking those behind.
-* `sweep`, run by every worker at start and then periodically, gives a job to each project
+* `sweep`, run by every worker at start and then every 15 s, gives a job to each project
   with pending events, a ranking owed, or a reconciliation due, so no fault needs a new
   webhook (or a person) to be repaired.
 """
@@ -42,7 +42,7 @@ def lock_seconds() -> float:
 
 
 def sweep_seconds() -> float:
-    return float(env("RARELABEL_SWEEP_SECONDS", "60"))
+    return float(env("RARELABEL_SWEEP_SECONDS", "15"))
 
 
 def reconcile_seconds() -> float:
@@ -82,8 +82,10 @@ def process_project(project: int) -> dict:
     """The one job of a project (see the module doc)."""
     store = Store(connect(redis_url()))
     with project_lock(store, project) as held:
-        if not held:
-            enqueue(store, project, delay=max(1.0, lock_seconds() / 3))
+        if not held:  # one deferred job per project at a time; the sweep backs it up
+            marker = store.key(project, "deferred")
+            if store.r.set(marker, 1, nx=True, ex=max(1, int(lock_seconds()))):
+                enqueue(store, project, delay=max(1.0, lock_seconds() / 3))
             return {"deferred": True}
         store.unschedule(project)
         try:
@@ -194,7 +196,7 @@ def sweep(store: Store, force: bool = False) -> list[int]:
     now, due = time.time(), []
     for project in store.projects():
         if needs_job(store, project, now) and not store.r.exists(store.key(project, "lock")):
-            enqueue(store, project)
+            enqueue(store, project, retry=False)
             due.append(project)
     if due:
         log.info("sweep: jobs for projects %s", due)

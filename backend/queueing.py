@@ -15,10 +15,13 @@ RETRY = Retry(max=4, interval=[5, 15, 30, 60])  # a job's failures, before the s
 JOB_TIMEOUT = 6 * 3600  # embedding a million tasks takes hours; the lock, not this, frees
 
 
-def enqueue(store: Store, project: int, delay: float = 0) -> None:
+def enqueue(store: Store, project: int, delay: float = 0, retry: bool = True) -> None:
+    """`retry=False` for the sweep's jobs: the next sweep is their retry, so a long outage
+    costs one failed job per sweep, not a growing stack of backoffs."""
     queue = Queue(QUEUE, connection=store.r)
     options = {"job_timeout": JOB_TIMEOUT, "result_ttl": 600, "failure_ttl": 86400}
+    options["retry"] = RETRY if retry else None
     if delay > 0:
-        queue.enqueue_in(timedelta(seconds=delay), JOB, project, retry=RETRY, **options)
+        queue.enqueue_in(timedelta(seconds=delay), JOB, project, **options)
     else:
-        queue.enqueue(JOB, project, retry=RETRY, **options)
+        queue.enqueue(JOB, project, **options)

@@ -11,6 +11,7 @@ Keys (p = Label Studio project id):
   rl:p:scheduled       set while a processing job is queued (coalesces bursts)
   rl:p:dirty           set while the ranking in Label Studio lags the labels (a retrain owed)
   rl:p:lock            the job lock (backend.jobs), renewed while its job lives
+  rl:p:deferred        set while a job that found the lock taken waits to run again
   rl:p:tasks           set of every task id Label Studio has (with or without text)
   rl:p:vec             hash task id -> float32 vector bytes (the pool)
   rl:p:poolv, :poolx   counters: any change of the pool / a removal from it

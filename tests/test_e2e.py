@@ -1,4 +1,6 @@
-"""End to end: a real Label Studio, `rarelabel serve`, `rarelabel worker` and Redis.
+"""End to end: a real Label Studio and `rarelabel serve` alone, the first try the README
+gives (its embedded store and worker, backend.embedded); test_faults.py runs the distributed
+shape (`rarelabel serve`, `rarelabel worker`, a Redis server).
 
 An annotator presses *Label All Tasks* (GET /api/projects/{id}/next) on 2,000 dbpedia14
 texts in which one target (Athlete) is 1%; after 5 seed positives, the next 40 tasks they
@@ -29,7 +31,6 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[1]
 DBPEDIA = DBPEDIA_SAMPLE
-REDIS_URL = "redis://127.0.0.1:6379/14"
 # Company is the hardest of the five targets (benchmarks: single-target recall 0.68 at 100
 # labels); Athlete keeps this check about the plumbing, not about one class's difficulty.
 TARGET, N_TASKS, N_TARGET, N_SEEDS, N_ANNOTATE = "Athlete", 2000, 20, 5, 40
@@ -50,26 +51,24 @@ def dataset() -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    """Label Studio + backend + worker, torn down in reverse order."""
+    """Label Studio + the backend in one command, torn down in reverse order."""
     tmp = tmp_path_factory.mktemp("e2e")
     studio = start_label_studio(tmp)
-    r = connect(REDIS_URL)
-    r.flushdb()
     port = free_port()
     env = {
         **os.environ,
-        "REDIS_URL": REDIS_URL,
+        "RARELABEL_CACHE_DIR": str(tmp / "cache"),  # the embedded store lives there
         "LABEL_STUDIO_URL": studio.url,
         "LABEL_STUDIO_API_KEY": studio.token,
         "HF_HUB_OFFLINE": "1",
         "RARELABEL_QUEUE_SIZE": "50",
     }
     env.pop("BASIC_AUTH_USER", None)
+    env.pop("REDIS_URL", None)
     procs = []
     try:
         for name, cmd in [
             ("serve", ["rarelabel", "serve", "--host", "127.0.0.1", "--port", str(port)]),
-            ("worker", ["rarelabel", "worker"]),
         ]:
             log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
             procs.append(
@@ -84,7 +83,8 @@ def stack(tmp_path_factory):
                 return False
 
         wait_for(healthy, 60, "the backend's /health")
-        yield {"studio": studio, "url": url, "store": Store(r), "tmp": tmp}
+        store = Store(connect(f"unix://{tmp}/cache/store/redis.sock?db=0"))
+        yield {"studio": studio, "url": url, "store": store, "tmp": tmp}
     finally:
         for proc, log in reversed(procs):
             proc.terminate()
@@ -94,7 +94,6 @@ def stack(tmp_path_factory):
                 proc.kill()
             log.close()
         studio.stop()
-        r.flushdb()
 
 
 def test_label_all_tasks_serves_rare_items_first(stack):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from rq import Queue
@@ -172,3 +173,58 @@ def test_the_sweep_gives_a_job_to_every_project_owing_work(store, monkeypatch):
 def test_every_setting_is_validated(extra, word):
     with pytest.raises(ConfigError, match=word):
         resolve(1, LABEL_CONFIG, extra)
+
+
+VILLAGES = ["A village in Serbia.", "A hamlet in Poland.", "A painter from Lyon.",
+            "A town in Bavaria.", "A sculptor of marble.", "An Estonian village.",
+            "A parish in Latvia.", "A singer and songwriter."]  # fmt: skip
+
+
+def rank_as_the_worker_does(store: Store, cfg) -> list[int]:
+    """The fit-and-queue half of a retrain (the push needs Label Studio: test_faults.py)."""
+    from model.labels import LabelState
+
+    state = warm.project_state(store, cfg)
+    pool = state.refresh(store)
+    labels = LabelState(cfg.targets)
+    for task, label in store.labels(cfg.project_id).items():
+        labels.set_label(task, label)
+    prio = state.prioritiser_for()
+    prio.fit(pool, labels, state.rarity_for(labels), state.index_for(warm.ranker_config(cfg)))
+    rows, _ = prio.queue(cfg.queue_size)
+    return [pool.ids[r] for r in rows]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"descriptions": {"Artist": "a painter or sculptor"}},
+        {"lexical_dims": 0},
+        {"lexical_dims": 8},
+        {"f_a": 5},
+        {"targets": ["Artist", "Village"]},
+        {"seals_above": 0},
+        {"strategy": "adaptive"},
+    ],
+)
+def test_every_settings_change_gets_a_fresh_warm_state_that_ranks(store, change):
+    base = {"targets": ["Artist"], "lexical_dims": 16}
+    cfg = resolve(7, LABEL_CONFIG, base)
+    tasks = [{"id": i, "data": {"text": t}} for i, t in enumerate(VILLAGES)]
+    apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": tasks})
+    apply_event(store, cfg, annotation(1, 2, "Artist", "2026-12-01T10:00:00Z"))
+    first = warm.project_state(store, cfg)
+    assert len(rank_as_the_worker_does(store, cfg)) == 7  # every unlabelled task of 8
+    changed = resolve(7, LABEL_CONFIG, {**base, **change})
+    state = warm.project_state(store, changed)
+    assert state is not first  # dropped whole: nothing of the old settings survives
+    more = [{"id": 100 + i, "data": {"text": f"{t} Again."}} for i, t in enumerate(VILLAGES)]
+    apply_event(store, changed, {"action": "TASKS_CREATED", "tasks": more})  # an import after
+    queue = rank_as_the_worker_does(store, changed)
+    assert len(queue) == 15 and 2 not in queue
+    prio = warm.project_state(store, changed).prioritiser_for()
+    assert prio.targets == changed.targets
+    assert all(len(v) == state.refresh(store).X.shape[1] for v in prio.prototypes.values())
+    if "descriptions" in change:  # the prototype is the description's, not the bare name's
+        old = first.prioritiser_for().prototypes["Artist"]
+        assert not np.allclose(prio.prototypes["Artist"][:384], old[:384])
