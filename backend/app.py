@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend.client import MODEL_CLASS, basic_auth
@@ -37,6 +37,8 @@ from backend.payloads import (
 )
 from backend.queueing import enqueue
 from backend.settings import ConfigError, env, redis_url, resolve
+from backend.status import project_status
+from backend.status import render as render_status
 from backend.store import Store, connect
 from model.features import with_lexical
 
@@ -225,7 +227,7 @@ def create_app() -> FastAPI:
             _backend().store.r.ping()
         except Exception as e:  # noqa: BLE001 - any failure means "down"
             return JSONResponse({"status": "DOWN", "error": f"redis: {e}"}, 503)
-        return {"status": "UP", "model_class": MODEL_CLASS}
+        return {"status": "UP", "model_class": MODEL_CLASS, "status_page": "/status"}
 
     @app.post("/setup")
     def setup(body: SetupBody):
@@ -256,6 +258,16 @@ def create_app() -> FastAPI:
     @app.get("/versions")
     def versions():
         return {"versions": [env("RARELABEL_MODEL_VERSION", "rarelabel")]}
+
+    @app.get("/status", response_class=HTMLResponse)
+    def status_page():
+        store = _backend().store
+        return render_status([project_status(store, p) for p in store.projects()])
+
+    @app.get("/status.json")
+    def status_json():
+        store = _backend().store
+        return {"projects": [project_status(store, p) for p in store.projects()]}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics():

@@ -1,0 +1,130 @@
+"""What a manager sees at `/status`: per project, whether the ranking is healthy and what is
+wrong when it is not. Plain HTML from the store, no script and nothing from the network.
+
+`project_status` is also the JSON of `/status.json`; every figure on the page is one of its
+fields, and the same fields feed `/metrics`.
+"""
+
+from __future__ import annotations
+
+import time
+from html import escape
+
+from backend.store import Store
+
+
+def project_status(store: Store, project: int, now: float | None = None) -> dict:
+    now = time.time() if now is None else now
+    st = store.status(project)
+    cfg = store.config(project)
+
+    def number(key: str) -> float | None:
+        return float(st[key]) if key in st else None
+
+    retrain, error = number("last_retrain_at"), number("last_error_at")
+    failing = error is not None and (retrain is None or error > retrain)
+    return {
+        "project": project,
+        "targets": cfg.targets if cfg else [],
+        "pool_size": int(number("pool_size") or 0),
+        "labels_seen": int(number("labels_seen") or 0),
+        "positives": {
+            k.split(":", 1)[1]: int(float(v)) for k, v in st.items() if k.startswith("positives:")
+        },
+        "last_retrain_at": retrain,
+        "last_retrain_ago_s": None if retrain is None else round(now - retrain, 1),
+        "predictions_written": int(number("last_predictions_written") or 0),
+        "pending_events": store.queued_events(project),
+        "ranking_stale": store.dirty(project),
+        "failing": failing,
+        "last_error": st.get("last_error") if failing else None,
+        "set_aside": [
+            {"action": e.get("action"), "error": e.get("error")}
+            for e in store.set_aside_events(project)
+        ],
+        "last_reconciled_ago_s": None
+        if "reconciled_at" not in st
+        else round(now - float(st["reconciled_at"]), 1),
+        "import": {
+            "tasks": int(number("last_import_tasks") or 0),
+            "likely_rare": int(number("last_import_likely_rare") or 0),
+            "likely_common": int(number("last_import_likely_common") or 0),
+        },
+    }
+
+
+def health_word(s: dict) -> tuple[str, str]:
+    """One word for the project's state, and why."""
+    if s["failing"]:
+        return "failing", s["last_error"] or "the last job failed"
+    if s["set_aside"]:
+        return "attention", f"{len(s['set_aside'])} events could not be applied"
+    if s["last_retrain_at"] is None:
+        return "starting", "no ranking pushed yet"
+    if s["ranking_stale"] or s["pending_events"]:
+        return "catching up", f"{s['pending_events']} events pending"
+    return "healthy", "the ranking in Label Studio follows every label"
+
+
+def _row(label: str, value, field: str) -> str:
+    return f'<tr><th>{escape(label)}</th><td data-field="{field}">{escape(str(value))}</td></tr>'
+
+
+def render(statuses: list[dict]) -> str:
+    sections = []
+    for s in statuses:
+        word, why = health_word(s)
+        p = s["project"]
+        rows = [
+            _row("state", word, "state"),
+            _row("why", why, "why"),
+            _row("tasks in the pool", s["pool_size"], "pool_size"),
+            _row("labels seen", s["labels_seen"], "labels_seen"),
+            _row("pending events", s["pending_events"], "pending_events"),
+            _row("events set aside", len(s["set_aside"]), "set_aside"),
+            _row(
+                "last retrain",
+                "never"
+                if s["last_retrain_ago_s"] is None
+                else f"{s['last_retrain_ago_s']:.0f} s ago",
+                "last_retrain",
+            ),
+            _row("predictions written then", s["predictions_written"], "predictions_written"),
+            _row(
+                "last checked against Label Studio",
+                "never"
+                if s["last_reconciled_ago_s"] is None
+                else f"{s['last_reconciled_ago_s']:.0f} s ago",
+                "last_reconciled",
+            ),
+            _row("last import: tasks", s["import"]["tasks"], "import_tasks"),
+            _row("last import: likely rare", s["import"]["likely_rare"], "import_likely_rare"),
+        ]
+        found = "".join(
+            f'<tr><th>{escape(t)}</th><td data-field="positives" data-class="{escape(t)}">'
+            f"{s['positives'].get(t, 0)}</td></tr>"
+            for t in s["targets"]
+        )
+        aside = "".join(
+            f"<li>{escape(str(e['action']))}: {escape(str(e['error']))}</li>"
+            for e in s["set_aside"]
+        )
+        sections.append(
+            f'<section id="project-{p}" class="{word.replace(" ", "-")}">'
+            f"<h2>Project {p} <span class=badge>{escape(word)}</span></h2>"
+            f"<table>{''.join(rows)}</table>"
+            f"<h3>Rare items found</h3><table>{found}</table>"
+            + (f"<h3>Events set aside</h3><ul>{aside}</ul>" if aside else "")
+            + "</section>"
+        )
+    body = "".join(sections) or "<p>No project has connected yet.</p>"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>rarelabel status</title>
+<style>
+body {{ font: 15px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }}
+section {{ border-left: 6px solid #999; padding: 0 1em 1em; margin-bottom: 2em; }}
+section.healthy {{ border-color: #2a8a3e; }} section.failing {{ border-color: #c0392b; }}
+section.attention, section.catching-up, section.starting {{ border-color: #d49a00; }}
+th {{ text-align: left; font-weight: normal; color: #555; padding-right: 2em; }}
+.badge {{ font-size: 0.7em; padding: 0.1em 0.5em; border-radius: 0.4em; background: #eee; }}
+</style></head><body><h1>rarelabel</h1>{body}
+<p><a href="/metrics">/metrics</a> · <a href="/status.json">/status.json</a></p></body></html>"""

@@ -1,0 +1,117 @@
+"""The status page in a real browser (Debian's Chromium, driven by playwright): it renders,
+says what is wrong, and its numbers are the ones /metrics gives."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from backend.settings import resolve
+from backend.store import Store, connect
+from tests.ls_harness import free_port, wait_for
+from tests.prom import metric
+
+LABEL_CONFIG = (Path(__file__).parents[1] / "label_config.xml").read_text()
+REDIS_TEST_URL = "redis://127.0.0.1:6379/14"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def served(tmp_path):
+    r = connect(REDIS_TEST_URL)
+    r.flushdb()
+    store = Store(r)
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": REDIS_TEST_URL, "HF_HUB_OFFLINE": "1"}
+    env.pop("BASIC_AUTH_USER", None)
+    with open(tmp_path / "serve.log", "wb") as log:
+        proc = subprocess.Popen(
+            ["rarelabel", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, 60, "the backend's /health")
+        yield store, url
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        r.flushdb()
+
+
+def test_the_status_page_shows_each_projects_health_as_metrics_count_it(served, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    store, url = served
+    healthy, troubled = 3, 5
+    for p in (healthy, troubled):
+        store.save_config(resolve(p, LABEL_CONFIG, {"targets": ["Artist", "Company"]}))
+    now = time.time()
+    good = {"last_retrain_at": now - 4, "last_predictions_written": 12, "pool_size": 3060}
+    store.set_status(
+        healthy, labels_seen=41, reconciled_at=now - 10, **good, **{"positives:Artist": 9}
+    )
+    bad = {"last_error": "importing predictions: HTTP 503", "last_error_at": now - 5}
+    store.set_status(troubled, last_retrain_at=now - 600, pool_size=200, labels_seen=7, **bad)
+    store.set_aside(troubled, {"action": "ANNOTATION_CREATED"}, "KeyError: 'id'")
+    store.record_event(troubled, {"action": "START_TRAINING"})
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page(viewport={"width": 900, "height": 1100})
+        page.goto(f"{url}/status")
+        shot = tmp_path / "status.png"
+        page.screenshot(path=str(shot), full_page=True)
+
+        def field(p: int, name: str) -> str:
+            return page.locator(f'#project-{p} [data-field="{name}"]').first.inner_text()
+
+        def found(p: int, cls: str) -> str:
+            return page.locator(f'#project-{p} [data-class="{cls}"]').inner_text()
+
+        shown = {
+            p: {
+                "state": field(p, "state"),
+                "pool_size": field(p, "pool_size"),
+                "labels_seen": field(p, "labels_seen"),
+                "pending": field(p, "pending_events"),
+                "aside": field(p, "set_aside"),
+                "why": field(p, "why"),
+                "Artist": found(p, "Artist"),
+            }
+            for p in (healthy, troubled)
+        }
+        browser.close()
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("RARELABEL_SCREENSHOT_DIR"):  # to look at it
+        shutil.copy(shot, Path(os.environ["RARELABEL_SCREENSHOT_DIR"]) / "status.png")
+
+    assert shown[healthy]["state"] == "healthy" and shown[troubled]["state"] == "failing"
+    assert "HTTP 503" in shown[troubled]["why"]  # the reason, not just a colour
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    for p in (healthy, troubled):
+        labels = {"project": str(p)}
+        assert float(shown[p]["pool_size"]) == metric(text, "rarelabel_pool_size", labels)
+        assert float(shown[p]["labels_seen"]) == metric(text, "rarelabel_labels_seen", labels)
+        assert float(shown[p]["aside"]) == metric(text, "rarelabel_events_set_aside", labels)
+        assert float(shown[p]["pending"]) == len(store.pending_events(p))
+    assert metric(text, "rarelabel_last_job_failed", {"project": str(troubled)}) == 1
+    artist = {"project": str(healthy), "class": "Artist"}
+    assert float(shown[healthy]["Artist"]) == metric(text, "rarelabel_rare_positives_found", artist)
+    assert shown[troubled]["Artist"] == "0"  # no positive yet: zero found, not a made-up number
