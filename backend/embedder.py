@@ -50,10 +50,24 @@ def embed_tasks(store: Store, cfg: ProjectConfig, tasks: list[dict]) -> dict[int
     texts = texts_of(cfg, tasks)
     known = store.has_vectors(cfg.project_id, list(texts))
     store.add_texts(cfg.project_id, texts)
-    fresh = {t: text for t, text in texts.items() if t not in known}
-    if not fresh:
+    return embed_texts(store, cfg, {t: text for t, text in texts.items() if t not in known})
+
+
+def embed_texts(store: Store, cfg: ProjectConfig, texts: dict[int, str]) -> dict[int, np.ndarray]:
+    """Embed these tasks' texts into the pool; returns their vectors."""
+    if not texts:
         return {}
-    X = embedder().encode(list(fresh.values()), progress=len(fresh) > 1000)
-    vectors = dict(zip(fresh, X, strict=True))
+    X = embedder().encode(list(texts.values()), progress=len(texts) > 1000)
+    vectors = dict(zip(texts, X, strict=True))
     store.add_vectors(cfg.project_id, vectors)
     return vectors
+
+
+def embed_backlog(store: Store, cfg: ProjectConfig, n: int) -> int:
+    """Embed up to `n` tasks of the project's backlog, labelled ones first (their labels
+    count from the next retrain on); returns how many."""
+    p = cfg.project_id
+    ids = store.take_backlog(p, n, first=store.labels(p))
+    texts = store.texts(p, ids)
+    embed_texts(store, cfg, texts)
+    return len(texts)

@@ -33,20 +33,25 @@ def timestamp(value) -> float:
         return 0.0
 
 
-def label_of(cfg: ProjectConfig, annotation: dict) -> str | None:
-    """The chosen label of a usable annotation; None for a skip or a choice not in the config."""
+def label_of(cfg: ProjectConfig, annotation: dict) -> str | list[str] | None:
+    """The label of a usable annotation: one choice, or the sorted choices of a multi-label
+    one; None for a skip. A choice the config does not have is logged and dropped, and the
+    others still count."""
     if annotation.get("was_cancelled"):
         return None
-    label = ls.choice_of(annotation.get("result") or [], cfg.label.from_name)
-    if label is not None and label not in cfg.label.choices:
+    chosen = ls.choices_of(annotation.get("result") or [], cfg.label.from_name)
+    unknown = [c for c in chosen if c not in cfg.label.choices]
+    if unknown:
         log.warning(
-            "project %s annotation %s: choice %r not in the label config, ignored",
+            "project %s annotation %s: choices %r not in the label config, ignored",
             cfg.project_id,
             annotation.get("id"),
-            label,
+            unknown,
         )
+    known = sorted(c for c in chosen if c in cfg.label.choices)
+    if not known:
         return None
-    return label
+    return known[0] if len(known) == 1 else known
 
 
 def apply_annotation(store: Store, cfg: ProjectConfig, task: int, annotation: dict) -> bool:

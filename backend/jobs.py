@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from backend import labelstudio as ls
 from backend.client import client_for, config_from_label_studio, our_backends, secure_webhooks
+from backend.embedder import embed_backlog
 from backend.events import apply_event, is_noop, needs_configuring
 from backend.queueing import enqueue
 from backend.reconcile import reconcile, sync
@@ -35,6 +36,7 @@ log = logging.getLogger("rarelabel.worker")
 # PROJECT_UPDATED is not among them: configuring the project fires it, so it would loop.
 REBUILD_ACTIONS = {"SETUP", "START_TRAINING"}
 MAX_EVENT_ATTEMPTS = 3  # then the event is set aside with its error
+BACKLOG_CHUNK = 1000  # tasks of a first contact's backlog embedded per job (~13 s on 2 cores)
 
 
 def lock_seconds() -> float:
@@ -152,7 +154,8 @@ def _process(store: Store, project: int) -> dict:
     configure = any(needs_configuring(cfg, e) for e in events)
     synced = "synced_at" in status
     due = time.time() - float(status.get("reconciled_at", 0)) >= reconcile_seconds()
-    if not synced or any(e.get("action") in REBUILD_ACTIONS for e in events):
+    just_synced = not synced or any(e.get("action") in REBUILD_ACTIONS for e in events)
+    if just_synced:
         sync(store, cfg)
         changed = configure = True
     else:
@@ -160,6 +163,11 @@ def _process(store: Store, project: int) -> dict:
         if due or status.get("push_in_flight") == "1":
             result = reconcile(store, cfg)
             changed, configure = changed or result.changed, configure or result.configure
+    if store.backlog_size(project) and not just_synced:
+        embedded = embed_backlog(store, cfg, BACKLOG_CHUNK)
+        left = store.backlog_size(project)
+        log.info("project %s: embedded %d more tasks, %d to go", project, embedded, left)
+        changed = True
     if changed:
         store.mark_dirty(project)
     if not store.dirty(project):
@@ -174,11 +182,13 @@ def _process(store: Store, project: int) -> dict:
         secure_webhooks(cfg)
     store.clear_dirty(project)
     store.ack_events(project, events)
+    if store.backlog_size(project):  # the next chunk, right after this ranking
+        enqueue(store, project)
     return result
 
 
 def needs_job(store: Store, project: int, now: float) -> bool:
-    if store.queued_events(project) or store.dirty(project):
+    if store.queued_events(project) or store.dirty(project) or store.backlog_size(project):
         return True
     reconciled = float(store.status(project).get("reconciled_at", 0))
     return now - reconciled >= reconcile_seconds()

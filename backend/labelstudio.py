@@ -235,15 +235,23 @@ def set_webhook_headers(
     return changed
 
 
-def choice_of(annotation_result: list[dict[str, Any]], from_name: str | None = None) -> str | None:
-    """The first label chosen in a ``choices`` result (of control ``from_name`` if given)."""
+def choices_of(annotation_result: list[dict[str, Any]], from_name: str | None = None) -> list[str]:
+    """Every label chosen in the ``choices`` results (of control ``from_name`` if given), in
+    order: one for a single-choice control, any number for ``choice="multiple"``."""
+    out: list[str] = []
     for region in annotation_result or []:
         if region.get("type") != "choices" or (from_name and region.get("from_name") != from_name):
             continue
-        choices = region.get("value", {}).get("choices") or []
-        if choices:
-            return choices[0]
-    return None
+        for choice in (region.get("value") or {}).get("choices") or []:
+            if isinstance(choice, str) and choice not in out:
+                out.append(choice)
+    return out
+
+
+def choice_of(annotation_result: list[dict[str, Any]], from_name: str | None = None) -> str | None:
+    """The first label chosen in a ``choices`` result (of control ``from_name`` if given)."""
+    chosen = choices_of(annotation_result, from_name)
+    return chosen[0] if chosen else None
 
 
 def choices_result(label: str, from_name: str, to_name: str) -> list[dict[str, Any]]:

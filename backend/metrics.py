@@ -72,13 +72,19 @@ class StoreCollector:
             "1 when the last job failed after the last retrain",
             labels=["project"],
         )
+        backlog = GaugeMetricFamily(
+            "rarelabel_tasks_to_embed",
+            "Tasks of a first contact not embedded yet (ranked as they come)",
+            labels=["project"],
+        )
         now = time.time()
         for p, st in statuses.items():
+            backlog.add_metric([str(p)], store.backlog_size(p))
             aside.add_metric([str(p)], len(store.set_aside_events(p)))
             lag.add_metric([str(p)], float(store.dirty(p)))
             failed = float(st.get("last_error_at", 0)) > float(st.get("last_retrain_at", now))
             errors.add_metric([str(p)], float(failed))
-        yield from (aside, lag, errors)
+        yield from (aside, lag, errors, backlog)
         found = GaugeMetricFamily(
             "rarelabel_rare_positives_found",
             "Human-labelled positives per rare class",

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 
 from backend import labelstudio as ls
 from backend.client import client_for, secure_webhooks
-from backend.embedder import embed_tasks
+from backend.embedder import embed_texts, texts_of
 from backend.events import apply_annotation
 from backend.settings import ProjectConfig
 from backend.store import Store
 
 log = logging.getLogger("rarelabel.worker")
+FIRST_CHUNK = 256  # tasks embedded before the first ranking (~3 s on 2 cores)
 
 
 @dataclass
@@ -46,23 +47,35 @@ def _apply_annotated(store: Store, cfg: ProjectConfig, tasks: list[dict]) -> boo
 
 
 def sync(store: Store, cfg: ProjectConfig) -> None:
-    """Rebuild the pool, the labels and our predictions' scores from Label Studio."""
+    """Rebuild the pool, the labels and our predictions' scores from Label Studio.
+
+    Only the first FIRST_CHUNK new tasks are embedded here (labelled ones first), so a
+    ranking reaches Label Studio seconds after connecting; the rest wait in the backlog,
+    which each following job embeds a chunk of (backend.jobs)."""
     t0 = time.perf_counter()
     p, client = cfg.project_id, client_for(cfg)
     tasks = ls.fetch_tasks(client, p)
     ids = {int(t["id"]) for t in tasks}
-    store.remove_tasks(p, store.pool_ids(p) - ids)
-    n_new = len(embed_tasks(store, cfg, tasks))
+    store.remove_tasks(p, (store.pool_ids(p) | store.task_ids(p)) - ids)
+    store.add_tasks(p, ids)
+    texts = texts_of(cfg, tasks)
+    store.add_texts(p, texts)
+    known = store.has_vectors(p, list(texts))
+    labelled = {int(t["id"]) for t in tasks if t["annotations"]}
+    fresh = sorted((t for t in texts if t not in known), key=lambda t: (t not in labelled, t))
+    n_new = len(embed_texts(store, cfg, {t: texts[t] for t in fresh[:FIRST_CHUNK]}))
+    store.add_backlog(p, fresh[FIRST_CHUNK:])
     _apply_annotated(store, cfg, tasks)
     store.set_pushed(p, ls.our_predictions(client, p, cfg.model_version))
     store.prune_tombstones(p)
     now = time.time()
     store.set_status(p, synced_at=now, reconciled_at=now, push_in_flight=0)
     log.info(
-        "project %s: synced %d tasks (%d newly embedded), %d labels in %.1fs",
+        "project %s: synced %d tasks (%d newly embedded, %d to embed next), %d labels in %.1fs",
         p,
         len(tasks),
         n_new,
+        len(fresh) - n_new,
         len(store.labels(p)),
         time.perf_counter() - t0,
     )

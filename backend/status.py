@@ -35,6 +35,7 @@ def project_status(store: Store, project: int, now: float | None = None) -> dict
         "last_retrain_ago_s": None if retrain is None else round(now - retrain, 1),
         "predictions_written": int(number("last_predictions_written") or 0),
         "pending_events": store.queued_events(project),
+        "to_embed": store.backlog_size(project),
         "ranking_stale": store.dirty(project),
         "failing": failing,
         "last_error": st.get("last_error") if failing else None,
@@ -61,6 +62,8 @@ def health_word(s: dict) -> tuple[str, str]:
         return "attention", f"{len(s['set_aside'])} events could not be applied"
     if s["last_retrain_at"] is None:
         return "starting", "no ranking pushed yet"
+    if s["to_embed"]:
+        return "catching up", f"embedding: {s['to_embed']} tasks to go (ranked as they come)"
     if s["ranking_stale"] or s["pending_events"]:
         return "catching up", f"{s['pending_events']} events pending"
     return "healthy", "the ranking in Label Studio follows every label"
@@ -79,6 +82,7 @@ def render(statuses: list[dict]) -> str:
             _row("state", word, "state"),
             _row("why", why, "why"),
             _row("tasks in the pool", s["pool_size"], "pool_size"),
+            _row("tasks still to embed", s["to_embed"], "to_embed"),
             _row("labels seen", s["labels_seen"], "labels_seen"),
             _row("pending events", s["pending_events"], "pending_events"),
             _row("events set aside", len(s["set_aside"]), "set_aside"),
@@ -109,9 +113,16 @@ def render(statuses: list[dict]) -> str:
             f"<li>{escape(str(e['action']))}: {escape(str(e['error']))}</li>"
             for e in s["set_aside"]
         )
+        total = s["pool_size"] + s["to_embed"]
+        bar = (
+            f'<p>Embedding <progress max="{total}" value="{s["pool_size"]}"></progress> '
+            f"{s['pool_size']} of {total}</p>"
+            if s["to_embed"]
+            else ""
+        )
         sections.append(
             f'<section id="project-{p}" class="{word.replace(" ", "-")}">'
-            f"<h2>Project {p} <span class=badge>{escape(word)}</span></h2>"
+            f"<h2>Project {p} <span class=badge>{escape(word)}</span></h2>{bar}"
             f"<table>{''.join(rows)}</table>"
             f"<h3>Rare items found</h3><table>{found}</table>"
             + (f"<h3>Events set aside</h3><ul>{aside}</ul>" if aside else "")

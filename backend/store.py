@@ -13,6 +13,8 @@ Keys (p = Label Studio project id):
   rl:p:lock            the job lock (backend.jobs), renewed while its job lives
   rl:p:deferred        set while a job that found the lock taken waits to run again
   rl:p:tasks           set of every task id Label Studio has (with or without text)
+  rl:p:backlog         set of tasks whose text is stored but not yet embedded (first contact
+                       with a big project embeds in chunks: backend.reconcile)
   rl:p:vec             hash task id -> float32 vector bytes (the pool)
   rl:p:poolv, :poolx   counters: any change of the pool / a removal from it
   rl:p:text            hash task id -> the task's text (the lexical features are fitted on it)
@@ -39,6 +41,7 @@ import numpy as np
 import redis
 
 from backend.settings import ProjectConfig
+from model.labels import Label
 from model.stored import StoredModel
 
 PREFIX = "rl"
@@ -55,7 +58,7 @@ def connect(url: str) -> redis.Redis:
 @dataclass(frozen=True)
 class Annotation:
     task: int
-    label: str | None  # None: a skip, or no choice the config knows
+    label: str | list[str] | None  # several: a multi-label annotation; None: a skip
     updated: float  # Label Studio's updated_at, as a Unix time (0 when it sent none)
 
 
@@ -180,6 +183,28 @@ class Store:
         if tasks:
             self.r.sadd(self.key(project, "tasks"), *tasks)
 
+    def add_backlog(self, project: int, tasks: Iterable[int]) -> None:
+        tasks = [str(t) for t in tasks]
+        if tasks:
+            self.r.sadd(self.key(project, "backlog"), *tasks)
+
+    def backlog_size(self, project: int) -> int:
+        return int(self.r.scard(self.key(project, "backlog")))
+
+    def take_backlog(self, project: int, n: int, first: Iterable[int] = ()) -> list[int]:
+        """Up to `n` tasks off the backlog: those in `first` that wait there, then the
+        oldest (lowest ids)."""
+        key = self.key(project, "backlog")
+        waiting = {int(t) for t in self.r.smembers(key)}
+        chosen = [t for t in first if t in waiting][:n]
+        chosen += sorted(waiting.difference(chosen))[: n - len(chosen)]
+        if chosen:
+            self.r.srem(key, *[str(t) for t in chosen])
+        return chosen
+
+    def task_ids(self, project: int) -> set[int]:
+        return {int(t) for t in self.r.smembers(self.key(project, "tasks"))}
+
     def task_count(self, project: int) -> int:
         return int(self.r.scard(self.key(project, "tasks")))
 
@@ -200,6 +225,7 @@ class Store:
             return 0
         pipe = self.r.pipeline()
         pipe.hdel(self.key(project, "vec"), *ids)
+        pipe.srem(self.key(project, "backlog"), *ids)
         for name in ("text", "lex", "pushed", "asked"):
             pipe.hdel(self.key(project, name), *ids)
         pipe.srem(self.key(project, "tasks"), *ids)
@@ -294,12 +320,14 @@ class Store:
         if old:
             self.r.hdel(self.key(project, "tomb"), *old)
 
-    def labels(self, project: int) -> dict[int, str]:
-        """Each task's label from its newest usable annotation, in the order annotated."""
-        out: dict[int, tuple[int, str]] = {}
+    def labels(self, project: int) -> dict[int, Label]:
+        """Each task's label from its newest usable annotation, in the order annotated (the
+        classes of a multi-label annotation as a frozenset, model.labels)."""
+        out: dict[int, tuple[int, Label]] = {}
         for ann, a in self.annotations(project).items():
             if a.label is not None and (a.task not in out or ann > out[a.task][0]):
-                out[a.task] = (ann, a.label)
+                label = frozenset(a.label) if isinstance(a.label, list) else a.label
+                out[a.task] = (ann, label)
         return {t: lab for t, (_, lab) in sorted(out.items(), key=lambda kv: kv[1][0])}
 
     # --- the model, the pushed queue and status ---

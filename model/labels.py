@@ -2,7 +2,9 @@
 
 Only the human label of each task is stored; per-class positive and negative sets are
 derived from it, so relabelling or deleting a task can never leave it in two sets. An
-annotation of class A is a positive for A and a negative for every other target.
+annotation of class A is a positive for A and a negative for every other target; a
+multi-label annotation (a frozenset of classes) is a positive for each class it names and a
+negative only for the targets it does not name.
 Pseudo-negatives are the machine's guesses, replaced at every retrain. `asked_by` remembers
 which class asked for a task, so each class's recent precision can be measured.
 """
@@ -15,12 +17,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 TaskId = Hashable
+Label = str | frozenset[str]  # one class, or the classes of a multi-label annotation
+
+
+def has(label: Label, target: str) -> bool:
+    """Whether a task with this label is a positive for `target`."""
+    return target in label if isinstance(label, frozenset) else label == target
 
 
 @dataclass
 class LabelState:
     targets: list[str]
-    labels: dict[TaskId, str] = field(default_factory=dict)
+    labels: dict[TaskId, Label] = field(default_factory=dict)
     pseudo_negatives: dict[str, set[TaskId]] = field(default_factory=dict)
     asked_by: dict[TaskId, str] = field(default_factory=dict)  # in the order asked
     asked_score: dict[TaskId, float] = field(default_factory=dict)  # the asker's logit then
@@ -31,7 +39,7 @@ class LabelState:
         if len(set(self.targets)) != len(self.targets):
             raise ValueError(f"duplicate target classes: {self.targets}")
 
-    def set_label(self, task: TaskId, label: str) -> None:
+    def set_label(self, task: TaskId, label: Label) -> None:
         self.labels[task] = label
         for pseudo in self.pseudo_negatives.values():
             pseudo.discard(task)
@@ -41,11 +49,11 @@ class LabelState:
 
     def positives(self, target: str) -> set[TaskId]:
         self._check(target)
-        return {t for t, lab in self.labels.items() if lab == target}
+        return {t for t, lab in self.labels.items() if has(lab, target)}
 
     def negatives(self, target: str) -> set[TaskId]:
         self._check(target)
-        return {t for t, lab in self.labels.items() if lab != target}
+        return {t for t, lab in self.labels.items() if not has(lab, target)}
 
     def set_pseudo_negatives(self, target: str, tasks: Iterable[TaskId]) -> None:
         self._check(target)
@@ -66,12 +74,12 @@ class LabelState:
         carry a logit."""
         asked = self._recent(target, window, scored=True)
         logits = np.array([self.asked_score[t] for t in asked], dtype=np.float64)
-        return logits, np.array([self.labels[t] == target for t in asked], dtype=np.float64)
+        return logits, np.array([has(self.labels[t], target) for t in asked], dtype=np.float64)
 
     def recent_hits(self, target: str, window: int) -> tuple[int, int]:
         """(positives, labelled) among the last `window` labelled tasks this class asked for."""
         recent = self._recent(target, window)
-        return sum(self.labels[t] == target for t in recent), len(recent)
+        return sum(has(self.labels[t], target) for t in recent), len(recent)
 
     def _recent(self, target: str, window: int, scored: bool = False) -> list[TaskId]:
         """The last `window` labelled tasks this class asked for (with a logit, if `scored`)."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from model.class_choice import beta_choice, calibrated_choice
 from model.features import pad_prototypes
-from model.labels import LabelState
+from model.labels import LabelState, has
 from model.neighbours import neighbour_posterior
 from model.rankers import (
     CosineRanker,
@@ -268,7 +268,7 @@ class Prioritiser:
         labelled = np.zeros(len(pool.ids), dtype=bool)
         self.labelled_ = pool.rows(state.labels)
         labelled[self.labelled_] = True
-        self.label_of_labelled_ = np.array([state.labels[pool.ids[i]] for i in self.labelled_])
+        self.label_of_labelled_ = [state.labels[pool.ids[i]] for i in self.labelled_]
         self.X_ = pool.X
         self.unlabelled_ = np.flatnonzero(~labelled)
         source = self.unlabelled_  # the rows pseudo-negatives are drawn from
@@ -396,7 +396,7 @@ class Prioritiser:
         X_lab = self.X_[self.labelled_]
         for j, target in enumerate(self.targets):
             top = np.argpartition(-P[:, j], m - 1)[:m] if m < len(cand) else np.arange(len(cand))
-            y = (self.label_of_labelled_ == target).astype(np.float32)
+            y = np.array([has(lab, target) for lab in self.label_of_labelled_], np.float32)
             P[top, j] = neighbour_posterior(
                 self.X_[cand[top]], X_lab, y, P[top, j], k=self.config.neighbours
             )

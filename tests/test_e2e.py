@@ -112,6 +112,16 @@ def test_label_all_tasks_serves_rare_items_first(stack):
 
     # any title: Label Studio sets model_version to it, and the backend must still take over
     ls.connect_backend(client, pid, url, title="My rare model", extra_params={"targets": [TARGET]})
+    connected = time.monotonic()
+
+    def first_ranking() -> int | None:  # the pool's size when the first ranking was pushed
+        status = store.status(pid)
+        return int(status["pool_size"]) if "last_retrain_at" in status else None
+
+    first_pool = wait_for(first_ranking, 300, "the first ranking", every=0.2)
+    print(f"\nfirst ranking {time.monotonic() - connected:.1f} s after connecting, "
+          f"on {first_pool} of {N_TASKS} tasks")  # fmt: skip
+    assert first_pool < N_TASKS  # progressive: ranked before the whole pool is embedded
 
     def ranked() -> bool:
         m = httpx.get(f"{url}/metrics", timeout=5).text
@@ -166,3 +176,33 @@ def test_label_all_tasks_serves_rare_items_first(stack):
     assert missing.status_code == 400 and "annotation" in missing.json()["error"]
     time.sleep(1.0)
     assert (store.labels(pid), store.pending_events(pid), store.pushed(pid)) == before
+
+
+def test_a_multi_label_project_counts_every_chosen_class(stack):
+    """`choice="multiple"`: one annotation naming two targets is a positive for both."""
+    studio, url, store = stack["studio"], stack["url"], stack["store"]
+    client = ls.make_client(studio.url, studio.token)
+    config = (REPO / "label_config.xml").read_text().replace('choice="single"', 'choice="multiple"')
+    assert 'choice="multiple"' in config
+    project = client.projects.create(title="e2e multi-label", label_config=config)
+    pid = int(project.id)
+    rows = dataset()[:60]
+    client.projects.import_tasks(pid, request=[{"text": text} for _, text in rows])
+    ls.connect_backend(client, pid, url, extra_params={"targets": ["Artist", "Athlete"]})
+    wait_for(lambda: store.pool_size(pid) == len(rows), 180, "the multi-label pool", every=1)
+    task = int(ls.fetch_tasks(client, pid)[0]["id"])
+    chosen = ["Athlete", "Artist"]
+    value = {"choices": chosen}
+    result = [{"from_name": "label", "to_name": "text", "type": "choices", "value": value}]
+    client.annotations.create(task, result=result)
+
+    def counted() -> bool:
+        text = httpx.get(f"{url}/metrics", timeout=5).text
+        found = [
+            metric(text, "rarelabel_rare_positives_found", {"project": str(pid), "class": c})
+            for c in chosen
+        ]
+        return found == [1.0, 1.0]
+
+    wait_for(counted, 90, "both classes to count the annotation")
+    assert store.labels(pid) == {task: frozenset(chosen)}

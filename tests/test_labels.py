@@ -137,3 +137,14 @@ def test_recent_asks_carry_the_logit_the_class_had_when_it_asked():
     assert state.recent_asks("a", window=1)[0].tolist() == [-1.0]
     state.record_query(3, "a")  # asked again without a logit: the old one is forgotten
     assert state.recent_asks("a", window=10)[0].tolist() == [2.0]
+
+
+def test_a_multi_label_task_is_positive_for_each_class_it_names_and_negative_for_the_rest():
+    state = LabelState(["Artist", "Athlete", "Company"])
+    state.set_label(1, frozenset({"Artist", "Athlete"}))
+    state.set_label(2, "Company")
+    state.set_label(3, "Village")
+    assert state.positives("Artist") == {1} and state.positives("Athlete") == {1}
+    assert state.negatives("Artist") == {2, 3} and state.negatives("Company") == {1, 3}
+    state.record_query(1, "Athlete", 0.5)
+    assert state.recent_hits("Athlete", 10) == (1, 1)  # a hit for the class that asked

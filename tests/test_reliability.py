@@ -228,3 +228,12 @@ def test_every_settings_change_gets_a_fresh_warm_state_that_ranks(store, change)
     if "descriptions" in change:  # the prototype is the description's, not the bare name's
         old = first.prioritiser_for().prototypes["Artist"]
         assert not np.allclose(prio.prototypes["Artist"][:384], old[:384])
+
+
+def test_a_multi_label_annotation_counts_every_known_choice(store, caplog):
+    cfg = resolve(7, LABEL_CONFIG, {"targets": ["Artist", "Athlete"]})
+    event = annotation(1, 10, "Artist", "2026-12-01T10:00:00Z")
+    event["annotation"]["result"][0]["value"]["choices"] = ["Athlete", "Spaceship", "Artist"]
+    assert apply_event(store, cfg, event)
+    assert store.labels(7) == {10: frozenset({"Artist", "Athlete"})}
+    assert "Spaceship" in caplog.text  # the unknown choice is logged, the others count
