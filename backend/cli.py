@@ -84,6 +84,10 @@ def _worker(args: argparse.Namespace) -> None:
         )
     r = _redis_or_exit()
     stop = threading.Event()
+    from backend.embedder import embedder
+
+    # load the model now, not on the first contact's clock (seconds on 2 cores)
+    threading.Thread(target=embedder().warm_up, daemon=True, name="warm-up").start()
     if not args.burst:
         threading.Thread(target=run_sweeps, args=(stop,), daemon=True, name="sweep").start()
     try:

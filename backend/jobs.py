@@ -27,7 +27,7 @@ from backend.client import client_for, config_from_label_studio, our_backends, s
 from backend.embedder import embed_backlog
 from backend.events import apply_event, is_noop, needs_configuring
 from backend.queueing import enqueue
-from backend.reconcile import reconcile, sync
+from backend.reconcile import first_contact, reconcile, sync
 from backend.retrain import retrain_and_push
 from backend.settings import ConfigError, env, parse_label_config, redis_url, resolve
 from backend.store import Store, connect
@@ -155,7 +155,10 @@ def _process(store: Store, project: int) -> dict:
     synced = "synced_at" in status
     due = time.time() - float(status.get("reconciled_at", 0)) >= reconcile_seconds()
     just_synced = not synced or any(e.get("action") in REBUILD_ACTIONS for e in events)
-    if just_synced:
+    if just_synced and store.pool_size(project) == 0 and "first_contact_at" not in status:
+        first_contact(store, cfg)  # rank a first page now; the full sync is the next job
+        changed = configure = True
+    elif just_synced:
         sync(store, cfg)
         changed = configure = True
     else:
@@ -182,16 +185,18 @@ def _process(store: Store, project: int) -> dict:
         secure_webhooks(cfg)
     store.clear_dirty(project)
     store.ack_events(project, events)
-    if store.backlog_size(project):  # the next chunk, right after this ranking
-        enqueue(store, project)
+    if store.backlog_size(project) or "synced_at" not in store.status(project):
+        enqueue(store, project)  # the next chunk (or the full sync), right after this ranking
     return result
 
 
 def needs_job(store: Store, project: int, now: float) -> bool:
     if store.queued_events(project) or store.dirty(project) or store.backlog_size(project):
         return True
-    reconciled = float(store.status(project).get("reconciled_at", 0))
-    return now - reconciled >= reconcile_seconds()
+    status = store.status(project)
+    if "synced_at" not in status:
+        return True
+    return now - float(status.get("reconciled_at", 0)) >= reconcile_seconds()
 
 
 def sweep(store: Store, force: bool = False) -> list[int]:

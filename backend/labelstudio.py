@@ -179,6 +179,18 @@ def fetch_annotated(client: LabelStudio, project_id: int, timeout: float = 600.0
     return _slim(raw)
 
 
+def first_tasks(client: LabelStudio, project_id: int, n: int) -> list[dict[str, Any]]:
+    """The project's first `n` tasks, without annotations: one Data Manager page, whose cost
+    follows `n` (256 tasks: ~0.3 s), where the export of a big project takes ~1.5 ms a task."""
+    action = f"reading the first tasks of project {project_id}"
+    params = {"project": project_id, "page": 1, "page_size": n, "fields": "task_only"}
+    response = _request(client, "GET", "api/tasks", action, params=params)
+    return [
+        {"id": t["id"], "data": t.get("data") or {}, "annotations": []}
+        for t in response.json().get("tasks", [])
+    ]
+
+
 def existing_tasks(client: LabelStudio, project_id: int, task_ids: Iterable[int]) -> set[int]:
     """Which of these tasks the project still has: one Data Manager page restricted to them
     (``selectedItems``), so its cost follows the ids asked, not the project."""

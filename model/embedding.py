@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -111,8 +112,13 @@ class Embedder:
         self.batch_size = batch_size
         self.device = device
         self._model = None
+        self._loading = threading.Lock()
 
     def _load(self):
+        with self._loading:  # a warm-up thread and a job may both ask first
+            return self._load_once()
+
+    def _load_once(self):
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -120,6 +126,10 @@ class Embedder:
 
             self._model = SentenceTransformer(resolve_model(self.model_id), device=self.device)
         return self._model
+
+    def warm_up(self) -> None:
+        """Load the model ahead of the first text to embed."""
+        self._load()
 
     @property
     def dim(self) -> int:

@@ -1,0 +1,134 @@
+"""From "Connect model" to the first ranking, with a real Label Studio and `rarelabel serve`
+alone (the embedded default), on dbpedia14 texts.
+
+    python benchmarks/first_contact.py --tasks 3000
+    python benchmarks/first_contact.py --tasks 20000 --busy 2   # two busy processes beside it
+
+It times, from the moment the ML backend is connected: the first ranking pushed (and the pool
+it covered), the first 100 tasks Label Studio serves coming from that queue (its `/next` holds
+a current-version prediction), and the whole pool embedded. `--busy N` starts N processes
+spinning on the CPU for the whole run, as a loaded machine would have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from rq import Worker
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from backend import labelstudio as ls  # noqa: E402
+from backend.store import Store, connect  # noqa: E402
+from benchmarks.data_dir import DBPEDIA14  # noqa: E402
+from tests.ls_harness import free_port, start_label_studio, wait_for  # noqa: E402
+
+
+def spin() -> None:
+    while True:
+        pass
+
+
+def texts(n: int) -> list[str]:
+    csv.field_size_limit(sys.maxsize)
+    with gzip.open(DBPEDIA14, "rt", encoding="utf-8", newline="") as f:
+        rows = [r["text"] for r in csv.DictReader(f) if r["text"].strip()]
+    return rows[:n]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", type=int, default=3000)
+    p.add_argument("--busy", type=int, default=0, help="CPU-bound processes beside it")
+    p.add_argument("--settle", type=float, default=10, help="s for the worker to load its model")
+    p.add_argument("--out", default="out/first_contact.json")
+    args = p.parse_args()
+    busy = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.busy)]
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        studio = start_label_studio(tmp)
+        port, procs = free_port(), []
+        env = {**os.environ, "RARELABEL_CACHE_DIR": str(tmp / "cache"), "HF_HUB_OFFLINE": "1"}
+        env.update(LABEL_STUDIO_URL=studio.url, LABEL_STUDIO_API_KEY=studio.token)
+        env.pop("REDIS_URL", None)
+        try:
+            client = ls.make_client(studio.url, studio.token)
+            project = client.projects.create(
+                title="first contact", label_config=(ROOT / "label_config.xml").read_text()
+            )
+            pid = int(project.id)
+            client.projects.import_tasks(pid, request=[{"text": t} for t in texts(args.tasks)])
+            with open(tmp / "serve.log", "wb") as log:
+                cmd = ["rarelabel", "serve", "--host", "127.0.0.1", "--port", str(port)]
+                procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
+            url = f"http://127.0.0.1:{port}"
+
+            def up() -> bool:
+                try:
+                    return httpx.get(f"{url}/health", timeout=2).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            wait_for(up, 60, "the backend")
+            store = Store(connect(f"unix://{tmp}/cache/store/redis.sock?db=0"))
+            # a backend that has been running: its worker listens and its model is loaded
+            wait_for(lambda: Worker.count(connection=store.r) > 0, 60, "the worker")
+            time.sleep(args.settle)
+            for b in busy:
+                b.start()
+            t0 = time.monotonic()
+            ls.connect_backend(client, pid, url, extra_params={"targets": ["Artist"]})
+
+            def ranked() -> int | None:
+                st = store.status(pid)
+                return int(st["pool_size"]) if "last_retrain_at" in st else None
+
+            first_pool = wait_for(ranked, 1800, "the first ranking", every=0.1)
+            first = time.monotonic() - t0
+
+            def served() -> bool:  # Label Studio's next task is one of the pushed queue's
+                task = ls.next_task(client, pid)
+                return task is not None and int(task["id"]) in store.pushed(pid)
+
+            wait_for(served, 600, "Label Studio serving from the queue", every=0.2)
+            serving = time.monotonic() - t0
+            wait_for(lambda: store.backlog_size(pid) == 0 and ranked() == args.tasks,
+                     7200, "the whole pool", every=1)  # fmt: skip
+            whole = time.monotonic() - t0
+        finally:
+            for b in busy:
+                b.terminate()
+            for proc in procs:
+                proc.terminate()
+                proc.wait(30)
+            studio.stop()
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            if (tmp / "serve.log").exists():  # the backend's log, beside the figures
+                Path(args.out).with_suffix(".log").write_bytes((tmp / "serve.log").read_bytes())
+    row = {"tasks": args.tasks, "busy": args.busy, "first_ranking_s": round(first, 1),
+           "first_ranking_pool": first_pool, "label_studio_serving_s": round(serving, 1),
+           "whole_pool_s": round(whole, 1)}  # fmt: skip
+    print(
+        "| tasks | busy processes | first ranking | on tasks | LS serves the queue | whole pool |"
+    )
+    print("|---|---|---|---|---|---|")
+    print(f"| {args.tasks} | {args.busy} | {row['first_ranking_s']} s | {first_pool} | "
+          f"{row['label_studio_serving_s']} s | {row['whole_pool_s']} s |")  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(row, indent=2))
+
+
+if __name__ == "__main__":
+    main()
