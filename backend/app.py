@@ -17,6 +17,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend.client import MODEL_CLASS, basic_auth
@@ -109,6 +110,7 @@ class RareCategoryBackend:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.missed: set[int] = set()  # projects whose webhooks Redis could not take
 
     def setup(self, body: SetupBody) -> dict:
         p = project_id(body.project)
@@ -163,11 +165,21 @@ class RareCategoryBackend:
         return out
 
     def fit(self, event: str, data: dict) -> None:
-        """Record the event durably and make sure one job will apply it; returns at once."""
+        """Record the event durably and make sure one job will apply it; returns at once.
+
+        An event that cannot be recorded (Redis away) is lost, as Label Studio never sends
+        it again: its project is remembered, and reconciled first once Redis is back."""
         p = project_id(data.get("project"))
         fields = {k: v for k, v in data.items() if k != "project"}
-        if self.store.record_event(p, {"action": event, **fields}):
-            enqueue(self.store, p)
+        try:
+            if self.store.record_event(p, {"action": event, **fields}):
+                enqueue(self.store, p)
+        except RedisError:
+            self.missed.add(p)
+            raise
+        if self.missed:
+            self.store.reconcile_soon(self.missed)
+            self.missed.clear()
 
 
 @lru_cache(maxsize=1)
@@ -215,6 +227,11 @@ def create_app() -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         return JSONResponse({"error": str(exc.detail)}, exc.status_code, exc.headers)
+
+    @app.exception_handler(RedisError)
+    async def store_down(request: Request, exc: RedisError):
+        log.error("%s %s: 503, the store is unavailable: %s", request.method, request.url.path, exc)
+        return JSONResponse({"error": "the backend's store (Redis) is unavailable"}, 503)
 
     @app.exception_handler(RecursionError)
     async def too_deep(request: Request, exc: RecursionError):

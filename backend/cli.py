@@ -92,12 +92,13 @@ def _worker(args: argparse.Namespace) -> None:
         threading.Thread(target=run_sweeps, args=(stop,), daemon=True, name="sweep").start()
     try:
         while True:
-            worker = SimpleWorker([QUEUE], connection=r)
+            worker = None
             try:
+                worker = SimpleWorker([QUEUE], connection=r)  # registers: needs Redis too
                 worker.work(with_scheduler=True, burst=args.burst)
             except RedisError as e:
                 logging.getLogger("rarelabel.worker").warning("Redis lost (%s); restarting", e)
-            if args.burst or worker._stop_requested:
+            if args.burst or (worker is not None and worker._stop_requested):
                 return
             time.sleep(2)
     finally:

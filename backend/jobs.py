@@ -233,13 +233,20 @@ def discover(store: Store) -> None:
 
 
 def run_sweeps(stop: threading.Event) -> None:
-    """The worker's sweeping thread: at start, then every `sweep_seconds`."""
-    first = True
+    """The worker's sweeping thread: at start, then every `sweep_seconds`; after a Redis
+    outage, at once and with every project's reconciliation due."""
+    first, outage, run_id = True, True, None
     while True:
         try:
-            sweep(Store(connect(redis_url())), force=first)
-            first = False
+            store = Store(connect(redis_url()))
+            now_id = store.r.info("server").get("run_id")  # new at every Redis restart
+            if (outage or now_id != run_id) and not first:  # webhooks may have been lost
+                store.reconcile_soon(store.projects())
+                log.info("sweep: Redis was away; every project is reconciled now")
+            sweep(store, force=first or outage or now_id != run_id)
+            first, outage, run_id = False, False, now_id
         except RedisError as e:
+            outage = True
             log.warning("sweep: Redis unavailable (%s); trying again", e)
         if stop.wait(sweep_seconds()):
             return

@@ -168,6 +168,11 @@ class Store:
         projects = self.projects() if project is None else [project]
         return sum(self.r.llen(self.key(p, "events")) for p in projects)
 
+    def reconcile_soon(self, projects) -> None:
+        """Make these projects' reconciliation due now (events of theirs may have been lost)."""
+        for p in projects:
+            self.r.hset(self.key(p, "status"), "reconciled_at", 0)
+
     def mark_dirty(self, project: int) -> None:
         self.r.set(self.key(project, "dirty"), 1)
 
@@ -218,11 +223,15 @@ class Store:
             pipe.execute()
 
     def remove_tasks(self, project: int, tasks: Iterable[int]) -> int:
-        """Tasks Label Studio no longer has leave the pool and every per-task record;
-        returns how many were in the pool."""
+        """Tasks Label Studio no longer has leave the pool and every per-task record, their
+        annotations included; returns how many were in the pool."""
         ids = [str(t) for t in tasks]
         if not ids:
             return 0
+        gone = {int(t) for t in ids}  # Label Studio deletes their annotations with them
+        self.delete_annotations(
+            project, [a for a, v in self.annotations(project).items() if v.task in gone]
+        )
         pipe = self.r.pipeline()
         pipe.hdel(self.key(project, "vec"), *ids)
         pipe.srem(self.key(project, "backlog"), *ids)

@@ -237,3 +237,41 @@ def test_a_multi_label_annotation_counts_every_known_choice(store, caplog):
     assert apply_event(store, cfg, event)
     assert store.labels(7) == {10: frozenset({"Artist", "Athlete"})}
     assert "Spaceship" in caplog.text  # the unknown choice is logged, the others count
+
+
+def test_the_web_process_loads_neither_the_worker_nor_the_embedding_model():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, backend.app; "
+        "print([m for m in ('backend.jobs', 'backend.warm', 'backend.retrain', "
+        "'sentence_transformers', 'torch') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_deleted_tasks_annotations_go_with_it(store):
+    cfg = resolve(7, LABEL_CONFIG, {"targets": ["Artist"]})
+    apply_event(store, cfg, annotation(1, 10, "Artist", "2026-12-01T10:00:00Z"))
+    apply_event(store, cfg, annotation(2, 11, "Artist", "2026-12-01T10:00:00Z"))
+    apply_event(store, cfg, {"action": "TASKS_DELETED", "tasks": [{"id": 10}]})
+    assert store.labels(7) == {11: "Artist"}
+    assert not apply_event(store, cfg, annotation(1, 10, "Artist", "2026-12-01T10:00:09Z"))
+
+
+def test_with_redis_away_a_webhook_is_a_503_that_says_so(monkeypatch):
+    from tests.ls_harness import free_port
+
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nobody listens
+    monkeypatch.delenv("BASIC_AUTH_USER", raising=False)
+    app_module._backend.cache_clear()
+    try:
+        client = TestClient(app_module.create_app(), raise_server_exceptions=False)
+        event = annotation(1, 10, "Artist", "2026-12-01T10:00:00Z")
+        r = client.post("/webhook", json={**event, "project": {"id": 7}})
+        assert r.status_code == 503 and "Redis" in r.json()["error"]
+        assert client.get("/health").status_code == 503
+    finally:
+        app_module._backend.cache_clear()
