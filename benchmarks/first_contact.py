@@ -17,14 +17,11 @@ import csv
 import gzip
 import json
 import multiprocessing
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from rq import Worker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 from backend import labelstudio as ls  # noqa: E402
 from backend.store import Store, connect  # noqa: E402
 from benchmarks.data_dir import DBPEDIA14  # noqa: E402
-from tests.ls_harness import free_port, start_label_studio, wait_for  # noqa: E402
+from tests.ls_harness import start_label_studio, wait_for  # noqa: E402
+from tests.serve_harness import start_serve  # noqa: E402
 
 
 def spin() -> None:
@@ -59,10 +57,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         studio = start_label_studio(tmp)
-        port, procs = free_port(), []
-        env = {**os.environ, "RARELABEL_CACHE_DIR": str(tmp / "cache"), "HF_HUB_OFFLINE": "1"}
+        procs = []
+        env = {"RARELABEL_CACHE_DIR": str(tmp / "cache"), "REDIS_URL": None}
         env.update(LABEL_STUDIO_URL=studio.url, LABEL_STUDIO_API_KEY=studio.token)
-        env.pop("REDIS_URL", None)
         try:
             client = ls.make_client(studio.url, studio.token)
             project = client.projects.create(
@@ -70,18 +67,8 @@ def main() -> None:
             )
             pid = int(project.id)
             client.projects.import_tasks(pid, request=[{"text": t} for t in texts(args.tasks)])
-            with open(tmp / "serve.log", "wb") as log:
-                cmd = ["rarelabel", "serve", "--host", "127.0.0.1", "--port", str(port)]
-                procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
-            url = f"http://127.0.0.1:{port}"
-
-            def up() -> bool:
-                try:
-                    return httpx.get(f"{url}/health", timeout=2).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            wait_for(up, 60, "the backend")
+            proc, url = start_serve(env, tmp / "serve.log")
+            procs.append(proc)
             store = Store(connect(f"unix://{tmp}/cache/store/redis.sock?db=0"))
             # a backend that has been running: its worker listens and its model is loaded
             wait_for(lambda: Worker.count(connection=store.r) > 0, 60, "the worker")

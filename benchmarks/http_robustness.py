@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,28 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backend.store import connect  # noqa: E402
-from tests.ls_harness import free_port, wait_for  # noqa: E402
+from tests.serve_harness import start_serve  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
-
-
-def start_backend(tmp: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "REDIS_URL": REDIS_URL, "HF_HUB_OFFLINE": "1"}
-    env.pop("BASIC_AUTH_USER", None)
-    log = open(tmp / "serve.log", "wb")  # noqa: SIM115 - closed with the process
-    cmd = ["rarelabel", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(up, 60, "the backend's /health")
-    return proc, url
 
 
 def webhook(i: int) -> dict:
@@ -134,7 +113,8 @@ def main() -> None:
     r = connect(REDIS_URL)
     r.flushdb()
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_backend(Path(tmp))
+        env = {"REDIS_URL": REDIS_URL, "BASIC_AUTH_USER": None}
+        proc, url = start_serve(env, Path(tmp) / "serve.log")
         try:
             with httpx.Client(timeout=10) as http:
                 result = {"burst": burst(http, url, args.webhooks, args.seconds)}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import pytest
 
 from backend.settings import resolve
 from backend.store import Store, connect
-from tests.ls_harness import free_port, wait_for
 from tests.prom import metric
+from tests.serve_harness import start_serve
 
 LABEL_CONFIG = (Path(__file__).parents[1] / "label_config.xml").read_text()
 REDIS_TEST_URL = "redis://127.0.0.1:6379/14"
@@ -27,24 +26,10 @@ def served(tmp_path):
     r = connect(REDIS_TEST_URL)
     r.flushdb()
     store = Store(r)
-    port = free_port()
-    env = {**os.environ, "REDIS_URL": REDIS_TEST_URL, "HF_HUB_OFFLINE": "1"}
-    env.pop("BASIC_AUTH_USER", None)
-    with open(tmp_path / "serve.log", "wb") as log:
-        proc = subprocess.Popen(
-            ["rarelabel", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    proc, url = start_serve(
+        {"REDIS_URL": REDIS_TEST_URL, "BASIC_AUTH_USER": None}, tmp_path / "serve.log"
+    )
     try:
-        wait_for(up, 60, "the backend's /health")
         yield store, url
     finally:
         proc.terminate()
