@@ -11,6 +11,7 @@ import base64
 import logging
 import secrets
 import time
+from contextlib import asynccontextmanager
 from functools import lru_cache
 
 import numpy as np
@@ -202,8 +203,20 @@ def _authorised(request: Request) -> bool:
     return secrets.compare_digest(given_pass.encode(), creds[1].encode()) and user_ok
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    """A web process that starts may have been down while Label Studio sent webhooks (it
+    never sends them again): every project's reconciliation becomes due at once."""
+    try:
+        store = _backend().store
+        store.reconcile_soon(store.projects())
+    except RedisError as e:  # the sweep catches up once Redis is back
+        log.warning("could not ask for a reconciliation at start: %s", e)
+    yield
+
+
 def create_app() -> FastAPI:
-    app = FastAPI(title="rarelabel", description=__doc__)
+    app = FastAPI(title="rarelabel", description=__doc__, lifespan=_lifespan)
 
     @app.middleware("http")
     async def basic_auth_middleware(request: Request, call_next):
