@@ -6,6 +6,7 @@ Label Studio lives in its own virtualenv (its pins clash with ours), created on 
     ls = start_label_studio(tmp_dir)   # fresh database, free port, known admin token
     ...                                # ls.url, ls.token
     ls.stop()
+    restart_label_studio(ls)           # same port, same data dir: an outage and its end
 """
 
 from __future__ import annotations
@@ -69,9 +70,10 @@ def free_port() -> int:
 class LabelStudioProcess:
     url: str
     token: str
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes]  # replaced by restart_label_studio
     log_path: Path
     data_dir: Path
+    env: dict[str, str] | None = None  # the overrides it was started with (kept on restart)
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -79,7 +81,7 @@ class LabelStudioProcess:
 
     def stop(self, timeout: float = 20.0) -> None:
         """Terminate the whole process group (the server may fork workers)."""
-        if self.process.poll() is not None:
+        if self.process is None or self.process.poll() is not None:
             return
         pgid = os.getpgid(self.process.pid)
         os.killpg(pgid, signal.SIGTERM)
@@ -110,42 +112,78 @@ def start_label_studio(
 
     The first start runs all migrations (~40 s on 2 cores). ``env`` overrides ``LS_ENV``.
     """
-    exe = ensure_ls_venv()
     tmp = Path(tmp_dir)
     data_dir = tmp / "ls-data"
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = tmp / "label-studio.log"
+    log_path.write_bytes(b"")
     port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    ls = LabelStudioProcess(url, TOKEN, None, log_path, data_dir, env)  # type: ignore[arg-type]
+    _launch(ls, port, timeout)
+    return ls
+
+
+def restart_label_studio(ls: LabelStudioProcess, timeout: float = 300.0) -> LabelStudioProcess:
+    """Start ``ls`` again on the same port and data dir (stopping it first if it runs).
+
+    The same object is updated (a new ``process``) and returned, so whoever holds it keeps a
+    working handle; the log is appended to. No migrations run the second time (~10-20 s).
+    Raises if the port was taken meanwhile (Label Studio would silently move to another one).
+    """
+    ls.stop()
+    port = int(ls.url.rsplit(":", 1)[1])
+    _launch(ls, port, timeout)
+    if int(ls.url.rsplit(":", 1)[1]) != port:
+        ls.stop()
+        raise RuntimeError(f"Label Studio could not restart on port {port}: it was taken")
+    return ls
+
+
+def _launch(ls: LabelStudioProcess, port: int, timeout: float) -> None:
+    """Start the server for ``ls`` (port, data dir, log appended) and wait until it answers."""
+    exe = ensure_ls_venv()
     full_env = {
         **os.environ,
         **LS_ENV,
-        "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
+        "LABEL_STUDIO_BASE_DATA_DIR": str(ls.data_dir),
         "LABEL_STUDIO_USERNAME": USERNAME,
         "LABEL_STUDIO_PASSWORD": PASSWORD,
         "LABEL_STUDIO_USER_TOKEN": TOKEN,
-        **(env or {}),
+        **(ls.env or {}),
     }
     cmd = [str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)]
     cmd += ["--username", USERNAME, "--password", PASSWORD, "--user-token", TOKEN]
     cmd += ["--enable-legacy-api-token"]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            cmd, cwd=tmp, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    with open(ls.log_path, "ab") as log:
+        offset = log.tell()  # look for the port message of this start only
+        ls.process = subprocess.Popen(
+            cmd,
+            cwd=ls.data_dir.parent,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-    ls = LabelStudioProcess(f"http://127.0.0.1:{port}", TOKEN, process, log_path, data_dir)
-    print(f"[ls_harness] starting Label Studio on port {port}, log {log_path}", flush=True)
+    ls.url = f"http://127.0.0.1:{port}"
+    print(f"[ls_harness] starting Label Studio on port {port}, log {ls.log_path}", flush=True)
     started = time.monotonic()
     try:
         while time.monotonic() - started < timeout:
-            if process.poll() is not None:
-                raise RuntimeError(f"Label Studio exited ({process.returncode}):\n{ls.log_tail()}")
+            if ls.process.poll() is not None:
+                raise RuntimeError(
+                    f"Label Studio exited ({ls.process.returncode}):\n{ls.log_tail()}"
+                )
             # Label Studio silently moves to another port if ours was taken meanwhile.
-            found = re.search(r"development server at http://[\d.]+:(\d+)/", ls.log_tail(200))
+            with open(ls.log_path, "rb") as f:
+                f.seek(offset)
+                fresh = f.read().decode(errors="replace")
+            found = re.search(r"development server at http://[\d.]+:(\d+)/", fresh)
             if found and int(found.group(1)) != port:
                 ls.url = f"http://127.0.0.1:{found.group(1)}"
             if _get(f"{ls.url}/health") == 200 and _get(f"{ls.url}/api/projects", TOKEN) == 200:
                 print(f"[ls_harness] ready in {time.monotonic() - started:.0f} s", flush=True)
-                return ls
+                return
             time.sleep(1)
         raise TimeoutError(f"Label Studio not ready after {timeout:.0f} s:\n{ls.log_tail()}")
     except BaseException:
