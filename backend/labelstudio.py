@@ -365,6 +365,11 @@ def push_predictions(
     Studio's environment it recounts only the touched tasks (10 → 0.08 s, 1000 → 0.9 s). With
     that flag, whole calls measured on a loaded 2-core machine: 10 tasks 0.18 s (0.31 s when
     replacing), 100 → 0.32 s (1.0 s), 1000 → 1.2 s (7.7 s). Push only tasks whose score changed.
+
+    A task Label Studio no longer has makes the import answer 400 (``data_import/api.py``
+    checks every task id). With the flag above it checks and writes in batches of 500, so
+    batches before the failing one are written: the caller reads our predictions back after
+    a failure (``backend.retrain``).
     """
     latest = {int(task_id): (label, float(score)) for task_id, label, score in items}
     if not latest:

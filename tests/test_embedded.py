@@ -81,16 +81,19 @@ def test_one_command_keeps_its_state_across_a_kill_and_leaves_no_orphan(cache, t
     wait_for(lambda: not answers(store_of(cache)), 10, "a clean stop to stop the store")
 
 
+def serve_and_fail(cache: Path) -> subprocess.CompletedProcess:
+    """`rarelabel serve` on a store that cannot start: it must exit by itself."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["RARELABEL_CACHE_DIR"] = str(cache)
+    cmd = ["rarelabel", "serve", "--port", str(free_port())]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+
+
 def test_a_store_in_use_or_impossible_is_refused_in_one_line(cache, tmp_path):
     proc, url = serve(cache, tmp_path / "first.log")
     try:
         wait_for(lambda: healthy(url), 60, "the first backend")
-        second = subprocess.run(
-            ["rarelabel", "serve", "--port", str(free_port())],
-            env={**{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
-                 "RARELABEL_CACHE_DIR": str(cache)},
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        second = serve_and_fail(cache)
         assert second.returncode != 0
         assert "in use" in second.stderr and len(second.stderr.strip().splitlines()) == 1
     finally:
@@ -98,12 +101,7 @@ def test_a_store_in_use_or_impossible_is_refused_in_one_line(cache, tmp_path):
         proc.wait(30)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    third = subprocess.run(
-        ["rarelabel", "serve", "--port", str(free_port())],
-        env={**{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
-             "RARELABEL_CACHE_DIR": str(blocker)},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    third = serve_and_fail(blocker)
     assert third.returncode != 0 and "cannot create the store directory" in third.stderr
 
 
