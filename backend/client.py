@@ -66,14 +66,13 @@ def our_backends(client, project: int) -> list[dict]:
     return ours or (backends if len(backends) == 1 else [])
 
 
-def config_from_label_studio(project: int, cfg: ProjectConfig | None = None) -> ProjectConfig:
+def config_from_label_studio(project: int) -> ProjectConfig:
     """The project's settings as Label Studio holds them: its label config, and the extra
     params of our ML backend record. Raises LabelStudioError (status 404: no such project)."""
-    client = client_for(cfg)
+    client = client_for(None)
     xml = ls.check_project(client, project)["label_config"]
     extra = next((b.get("extra_params") for b in our_backends(client, project)), None)
-    hostname, token = (cfg.hostname, cfg.access_token) if cfg else (None, None)
-    return resolve(project, xml, extra or {}, hostname, token)
+    return resolve(project, xml, extra or {})
 
 
 def secure_webhooks(cfg: ProjectConfig) -> None:

@@ -41,16 +41,26 @@ def texts_of(cfg: ProjectConfig, tasks: list[dict]) -> dict[int, str]:
     return texts
 
 
-def embed_tasks(store: Store, cfg: ProjectConfig, tasks: list[dict]) -> dict[int, np.ndarray]:
+def embed_tasks(
+    store: Store, cfg: ProjectConfig, tasks: list[dict], at_most: int | None = None
+) -> dict[int, np.ndarray]:
     """Add tasks Label Studio has confirmed to the pool; returns the vectors of those new to it.
 
     Every text is stored, known or not: the lexical features are fitted on them. Every task
-    id is recorded as one Label Studio has, text or not (reconciliation counts them)."""
+    id is recorded as one Label Studio has, text or not (reconciliation counts them). With
+    `at_most`, only that many new tasks are embedded, labelled ones first, and the rest go
+    to the backlog (`embed_backlog`)."""
     store.add_tasks(cfg.project_id, [int(t["id"]) for t in tasks])
     texts = texts_of(cfg, tasks)
     known = store.has_vectors(cfg.project_id, list(texts))
     store.add_texts(cfg.project_id, texts)
-    return embed_texts(store, cfg, {t: text for t, text in texts.items() if t not in known})
+    fresh = [t for t in texts if t not in known]
+    if at_most is not None:
+        labelled = {int(t["id"]) for t in tasks if t.get("annotations")}
+        fresh.sort(key=lambda t: (t not in labelled, t))
+        store.add_backlog(cfg.project_id, fresh[at_most:])
+        fresh = fresh[:at_most]
+    return embed_texts(store, cfg, {t: texts[t] for t in fresh})
 
 
 def embed_texts(store: Store, cfg: ProjectConfig, texts: dict[int, str]) -> dict[int, np.ndarray]:

@@ -200,8 +200,12 @@ def existing_tasks(client: LabelStudio, project_id: int, task_ids: Iterable[int]
     for start in range(0, len(ids), 1000):
         chunk = ids[start : start + 1000]
         query = json.dumps({"selectedItems": {"all": False, "included": chunk}})
-        params = {"project": project_id, "page_size": len(chunk), "query": query}
-        params["fields"] = "task_only"
+        params = {
+            "project": project_id,
+            "page_size": len(chunk),
+            "query": query,
+            "fields": "task_only",
+        }
         response = _request(client, "GET", "api/tasks", action, params=params)
         found |= {int(t["id"]) for t in response.json().get("tasks", [])}
     return found

@@ -3,14 +3,13 @@ every web process reports the same figures (they live in Redis, not in the proce
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from rq import Queue
 from rq.registry import FailedJobRegistry
 
 from backend.queueing import QUEUE
+from backend.status import project_status
 from backend.store import Store
 
 GAUGES = {
@@ -77,13 +76,12 @@ class StoreCollector:
             "Tasks of a first contact not embedded yet (ranked as they come)",
             labels=["project"],
         )
-        now = time.time()
-        for p, st in statuses.items():
-            backlog.add_metric([str(p)], store.backlog_size(p))
-            aside.add_metric([str(p)], len(store.set_aside_events(p)))
-            lag.add_metric([str(p)], float(store.dirty(p)))
-            failed = float(st.get("last_error_at", 0)) > float(st.get("last_retrain_at", now))
-            errors.add_metric([str(p)], float(failed))
+        for p in statuses:  # the status page's own judgement, so both always agree
+            health = project_status(store, p)
+            backlog.add_metric([str(p)], health["to_embed"])
+            aside.add_metric([str(p)], len(health["set_aside"]))
+            lag.add_metric([str(p)], float(health["ranking_stale"]))
+            errors.add_metric([str(p)], float(health["failing"]))
         yield from (aside, lag, errors, backlog)
         found = GaugeMetricFamily(
             "rarelabel_rare_positives_found",

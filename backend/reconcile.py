@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from backend import labelstudio as ls
 from backend.client import client_for, secure_webhooks
-from backend.embedder import embed_texts, texts_of
+from backend.embedder import embed_tasks
 from backend.events import apply_annotation
 from backend.settings import ProjectConfig
 from backend.store import Store
@@ -50,13 +50,9 @@ def first_contact(store: Store, cfg: ProjectConfig) -> None:
     """A ranking within seconds of connecting: embed the project's first FIRST_CHUNK tasks,
     read as one page instead of the whole export; the job after it runs `sync`."""
     p = cfg.project_id
-    tasks = ls.first_tasks(client_for(cfg), p, FIRST_CHUNK)
-    texts = texts_of(cfg, tasks)
-    store.add_tasks(p, [int(t["id"]) for t in tasks])
-    store.add_texts(p, texts)
-    embed_texts(store, cfg, texts)
+    vectors = embed_tasks(store, cfg, ls.first_tasks(client_for(cfg), p, FIRST_CHUNK))
     store.set_status(p, first_contact_at=time.time())
-    log.info("project %s: first contact, %d tasks embedded to rank at once", p, len(texts))
+    log.info("project %s: first contact, %d tasks embedded to rank at once", p, len(vectors))
 
 
 def sync(store: Store, cfg: ProjectConfig) -> None:
@@ -70,14 +66,7 @@ def sync(store: Store, cfg: ProjectConfig) -> None:
     tasks = ls.fetch_tasks(client, p)
     ids = {int(t["id"]) for t in tasks}
     store.remove_tasks(p, (store.pool_ids(p) | store.task_ids(p)) - ids)
-    store.add_tasks(p, ids)
-    texts = texts_of(cfg, tasks)
-    store.add_texts(p, texts)
-    known = store.has_vectors(p, list(texts))
-    labelled = {int(t["id"]) for t in tasks if t["annotations"]}
-    fresh = sorted((t for t in texts if t not in known), key=lambda t: (t not in labelled, t))
-    n_new = len(embed_texts(store, cfg, {t: texts[t] for t in fresh[:FIRST_CHUNK]}))
-    store.add_backlog(p, fresh[FIRST_CHUNK:])
+    n_new = len(embed_tasks(store, cfg, tasks, at_most=FIRST_CHUNK))
     _apply_annotated(store, cfg, tasks)
     store.set_pushed(p, ls.our_predictions(client, p, cfg.model_version))
     store.prune_tombstones(p)
@@ -88,7 +77,7 @@ def sync(store: Store, cfg: ProjectConfig) -> None:
         p,
         len(tasks),
         n_new,
-        len(fresh) - n_new,
+        store.backlog_size(p),
         len(store.labels(p)),
         time.perf_counter() - t0,
     )

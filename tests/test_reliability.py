@@ -275,3 +275,13 @@ def test_with_redis_away_a_webhook_is_a_503_that_says_so(monkeypatch):
         assert client.get("/health").status_code == 503
     finally:
         app_module._backend.cache_clear()
+
+
+def test_a_project_failing_before_its_first_retrain_is_failing_on_metrics_too(store):
+    from backend.metrics import render_metrics
+    from tests.prom import metric
+
+    synced_project(store)
+    store.set_status(7, last_error="cannot reach Label Studio", last_error_at=time.time())
+    text = render_metrics(store)
+    assert metric(text, "rarelabel_last_job_failed", {"project": "7"}) == 1
