@@ -38,7 +38,7 @@ from backend.payloads import (
     project_id,
 )
 from backend.queueing import enqueue
-from backend.settings import ConfigError, env, redis_url, resolve
+from backend.settings import ConfigError, redis_url, resolve, setting
 from backend.status import project_status
 from backend.status import render as render_status
 from backend.store import Store, connect
@@ -287,7 +287,7 @@ def create_app() -> FastAPI:
 
     @app.get("/versions")
     def versions():
-        return {"versions": [env("RARELABEL_MODEL_VERSION", "rarelabel")]}
+        return {"versions": [setting("model_version")]}
 
     @app.get("/status", response_class=HTMLResponse)
     def status_page():

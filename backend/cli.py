@@ -12,18 +12,24 @@ def _simulate(args: argparse.Namespace) -> None:
     from model.prioritiser import RankerConfig
     from model.simulate import format_table, simulate_csv, write_outputs
 
-    config = RankerConfig(
-        f_a=args.f_a, strategy=args.strategy, C=args.C, random_state=args.random_state
-    )
+    given = {k: getattr(args, k) for k in ("f_a", "strategy", "C") if getattr(args, k) is not None}
+    config = RankerConfig(**given, random_state=args.random_state)
     rep = simulate_csv(
-        args.data, args.target, args.budget,
-        text_column=args.text_column, label_column=args.label_column,
-        prevalence=args.prevalence, initial=args.initial_positives,
-        random_state=args.random_state, test=args.test, config=config,
-    )  # fmt: skip
+        args.data,
+        args.target,
+        args.budget,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        prevalence=args.prevalence,
+        initial=args.initial_positives,
+        random_state=args.random_state,
+        test=args.test,
+        config=config,
+        audit_rate=args.audit_rate,
+    )
     write_outputs(rep, Path(args.out))
     print(format_table(rep))
-    print(f"wrote {args.out}/curve.json and {args.out}/curve.png")
+    print(f"wrote {args.out}/curve.json, {args.out}/curve.png and {args.out}/estimate.png")
 
 
 def _redis_or_exit():
@@ -46,9 +52,9 @@ def _serve(args: argparse.Namespace) -> None:
     the whole backend, with an embedded store and its own worker (backend.embedded)."""
     import uvicorn
 
-    from backend.settings import env
+    from backend.settings import setting
 
-    if env("REDIS_URL") is None:
+    if setting("redis_url") is None:
         from backend.embedded import EmbeddedStoreError, start
 
         try:
@@ -56,8 +62,14 @@ def _serve(args: argparse.Namespace) -> None:
         except EmbeddedStoreError as e:
             raise SystemExit(f"rarelabel serve: {e}") from None
     _redis_or_exit()
-    uvicorn.run("backend.app:create_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="info")  # fmt: skip
+    uvicorn.run(
+        "backend.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+    )
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -74,10 +86,10 @@ def _worker(args: argparse.Namespace) -> None:
     from rq import SimpleWorker
 
     from backend.jobs import run_sweeps
-    from backend.queueing import QUEUE
-    from backend.settings import env
+    from backend.queueing import QUEUES
+    from backend.settings import setting
 
-    if env("REDIS_URL") is None:
+    if setting("redis_url") is None:
         raise SystemExit(
             "rarelabel worker: set REDIS_URL to the Redis the web app uses "
             "(`rarelabel serve` without REDIS_URL runs its own worker)"
@@ -94,7 +106,7 @@ def _worker(args: argparse.Namespace) -> None:
         while True:
             worker = None
             try:
-                worker = SimpleWorker([QUEUE], connection=r)  # registers: needs Redis too
+                worker = SimpleWorker(QUEUES, connection=r)  # registers: needs Redis too
                 worker.work(with_scheduler=True, burst=args.burst)
             except RedisError as e:
                 logging.getLogger("rarelabel.worker").warning("Redis lost (%s); restarting", e)
@@ -109,9 +121,15 @@ def _retain(args: argparse.Namespace) -> None:
     from model.retention import format_table, retain_file
 
     rep = retain_file(
-        args.export, args.out, args.ratio, default=args.default, random_state=args.random_state,
-        label_column=args.label_column, text_column=args.text_column, adaptive=args.adaptive,
-    )  # fmt: skip
+        args.export,
+        args.out,
+        args.ratio,
+        default=args.default,
+        random_state=args.random_state,
+        label_column=args.label_column,
+        text_column=args.text_column,
+        adaptive=args.adaptive,
+    )
     if rep.adaptive_cap is not None:
         print(f"adaptive: every label capped at {rep.adaptive_cap} rows (share <= {args.adaptive})")
     print(format_table(rep))
@@ -132,9 +150,13 @@ def _screen(args: argparse.Namespace) -> None:
             f"{args.threshold!r} and {args.random_state!r}"
         ) from None
     rep = screen_csv(
-        args.data, text_column=args.text_column, label_column=args.label_column,
-        method=args.method, threshold=threshold, random_state=seed,
-    )  # fmt: skip
+        args.data,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        method=args.method,
+        threshold=threshold,
+        random_state=seed,
+    )
     write_screen_outputs(rep, Path(args.out))
     print(format_screen_table(rep))
     print(f"wrote {args.out}/screen.csv and {args.out}/rarity_hist.png")
@@ -154,19 +176,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--initial-positives", type=int, default=5)
     s.add_argument("--random-state", type=int, default=0)
     s.add_argument("--test", default=None, help="held-out CSV for the final classifiers' F1")
-    s.add_argument("--strategy", default="positive", help="positive, adaptive or margin")
-    s.add_argument("--f-a", dest="f_a", type=float, default=100.0)
-    s.add_argument("--C", type=float, default=10.0)
+    # the ranker's own defaults (model.prioritiser.RankerConfig) where not given
+    s.add_argument("--strategy", help="positive, adaptive, margin or information_density")
+    s.add_argument("--f-a", dest="f_a", type=float, help="pseudo-negatives per label")
+    s.add_argument("--C", type=float, help="inverse regularisation of the linear model")
+    s.add_argument(
+        "--audit-rate",
+        type=float,
+        default=0.0,
+        help="share of labels drawn at random for the estimate (e.g. 0.05)",
+    )
     s.add_argument("--out", default="out/simulate")
     s.set_defaults(func=_simulate)
 
     s = sub.add_parser("retain", help="per-label retention ratios: build a training set")
     s.add_argument("export", help="Label Studio JSON export, or CSV/CSV.gz with a label column")
-    s.add_argument("--ratio", action="append", metavar="LABEL=FRACTION",
-                   help="keep this fraction of LABEL's rows (repeatable)")  # fmt: skip
+    s.add_argument(
+        "--ratio",
+        action="append",
+        metavar="LABEL=FRACTION",
+        help="keep this fraction of LABEL's rows (repeatable)",
+    )
     s.add_argument("--default", default=None, help="fraction for labels not named (1.0)")
-    s.add_argument("--adaptive", default=None, metavar="SHARE",
-                   help="compute the fractions: no label above SHARE of the kept rows")  # fmt: skip
+    s.add_argument(
+        "--adaptive",
+        default=None,
+        metavar="SHARE",
+        help="compute the fractions: no label above SHARE of the kept rows",
+    )
     s.add_argument("--random-state", default="0")
     s.add_argument("--label-column", default="label")
     s.add_argument("--text-column", default="text")
@@ -178,8 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--text-column", default="text")
     s.add_argument("--label-column", default=None, help="optional: per-label table (evaluation)")
     s.add_argument("--method", default="autoencoder", help="autoencoder, lof or iforest")
-    s.add_argument("--threshold", default="0.9",
-                   help="flag rarity above it (0.9: rarer than 90%% of the pool)")  # fmt: skip
+    s.add_argument(
+        "--threshold", default="0.9", help="flag rarity above it (0.9: rarer than 90%% of the pool)"
+    )
     s.add_argument("--random-state", default="0")
     s.add_argument("--out", default="out/screen")
     s.set_defaults(func=_screen)
@@ -199,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("sentence_transformers").setLevel(logging.WARNING)  # "Loading model..."
     from model.data import DataError
 
     try:

@@ -14,7 +14,7 @@ from functools import lru_cache
 import httpx
 
 from backend import labelstudio as ls
-from backend.settings import ProjectConfig, env, resolve
+from backend.settings import ProjectConfig, resolve, setting
 
 log = logging.getLogger("rarelabel.worker")
 MODEL_CLASS = "RareCategoryBackend"  # what our /health answers
@@ -22,8 +22,8 @@ MODEL_CLASS = "RareCategoryBackend"  # what our /health answers
 
 def client_for(cfg: ProjectConfig | None):
     """Environment first (the backend's own view of the network), else what /setup said."""
-    url = env("LABEL_STUDIO_URL") or (cfg.hostname if cfg else None)
-    key = env("LABEL_STUDIO_API_KEY") or (cfg.access_token if cfg else None)
+    url = setting("label_studio_url") or (cfg.hostname if cfg else None)
+    key = setting("label_studio_api_key") or (cfg.access_token if cfg else None)
     if not url or not key:
         raise ls.LabelStudioError("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY for the backend")
     return _client(url, key)
@@ -37,8 +37,8 @@ def _client(url: str, key: str):
 
 
 def basic_auth() -> tuple[str, str] | None:
-    user = env("BASIC_AUTH_USER")
-    return (user, env("BASIC_AUTH_PASS") or "") if user else None
+    user = setting("basic_auth_user")
+    return (user, setting("basic_auth_pass")) if user else None
 
 
 def auth_header() -> dict[str, str]:

@@ -11,11 +11,15 @@ from functools import lru_cache
 
 import numpy as np
 
-from backend.settings import ProjectConfig, redis_url
+from backend.queueing import enqueue, enqueue_embedding
+from backend.settings import ProjectConfig, lock_seconds, redis_url
 from backend.store import RedisVectorCache, Store, connect
 from model.embedding import Embedder
 
 log = logging.getLogger("rarelabel.embedder")
+CHUNK = 1000  # tasks per embedding job (~5-13 s on 2 cores)
+RENEW_EVERY = 64  # texts embedded between renewals of the job's claim (~1 s)
+FANOUT_SECONDS = 120  # embedding jobs none of which has run for this long are lost
 
 
 @lru_cache(maxsize=1)
@@ -63,21 +67,60 @@ def embed_tasks(
     return embed_texts(store, cfg, {t: texts[t] for t in fresh})
 
 
-def embed_texts(store: Store, cfg: ProjectConfig, texts: dict[int, str]) -> dict[int, np.ndarray]:
-    """Embed these tasks' texts into the pool; returns their vectors."""
+def encode(texts: dict[int, str]) -> dict[int, np.ndarray]:
     if not texts:
         return {}
     X = embedder().encode(list(texts.values()), progress=len(texts) > 1000)
-    vectors = dict(zip(texts, X, strict=True))
+    return dict(zip(texts, X, strict=True))
+
+
+def embed_texts(store: Store, cfg: ProjectConfig, texts: dict[int, str]) -> dict[int, np.ndarray]:
+    """Embed these tasks' texts into the pool; returns their vectors."""
+    vectors = encode(texts)
     store.add_vectors(cfg.project_id, vectors)
     return vectors
 
 
 def embed_backlog(store: Store, cfg: ProjectConfig, n: int) -> int:
     """Embed up to `n` tasks of the project's backlog, labelled ones first (their labels
-    count from the next retrain on); returns how many."""
+    count from the next retrain on); returns how many. Safe on many workers at once: each
+    claims its own tasks, and a job killed midway loses none (store.take_backlog)."""
     p = cfg.project_id
-    ids = store.take_backlog(p, n, first=store.labels(p))
-    texts = store.texts(p, ids)
-    embed_texts(store, cfg, texts)
-    return len(texts)
+    ids = store.take_backlog(p, n, lease=lock_seconds(), first=store.labels(p))
+    texts = list(store.texts(p, ids).items())
+    vectors: dict[int, np.ndarray] = {}
+    for start in range(0, len(texts), RENEW_EVERY):
+        vectors.update(encode(dict(texts[start : start + RENEW_EVERY])))
+        store.renew_claims(p, ids)
+        store.r.expire(store.key(p, "fanout"), FANOUT_SECONDS)  # the jobs are at work
+    store.release_claims(p, ids, vectors)
+    return len(ids)
+
+
+def fan_out(store: Store, project: int) -> int:
+    """Queue embedding jobs for the project's backlog, one per CHUNK tasks, unless some
+    are already queued or running; any worker takes them. Returns how many were queued."""
+    n = store.backlog_size(project)
+    if not n or not store.r.set(store.key(project, "fanout"), 1, nx=True, ex=FANOUT_SECONDS):
+        return 0
+    chunks = -(-n // CHUNK)
+    enqueue_embedding(store, project, chunks)
+    log.info("project %s: %d tasks to embed, in %d jobs", project, n, chunks)
+    return chunks
+
+
+def embed_chunk(project: int) -> int:
+    """The embedding job: one CHUNK of the backlog into the pool, then a retrain owed (the
+    project's job, queued once however many chunks finish meanwhile)."""
+    store = Store(connect(redis_url()))
+    cfg = store.config(project)
+    if cfg is None:
+        return 0
+    n = embed_backlog(store, cfg, CHUNK)
+    if n:
+        store.mark_dirty(project)
+        if store.schedule(project):
+            enqueue(store, project)
+    if not store.backlog_size(project):
+        store.r.delete(store.key(project, "fanout"))
+    return n

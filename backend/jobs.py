@@ -24,31 +24,33 @@ from redis.exceptions import RedisError
 
 from backend import labelstudio as ls
 from backend.client import client_for, config_from_label_studio, our_backends, secure_webhooks
-from backend.embedder import embed_backlog
+from backend.embedder import fan_out
 from backend.events import apply_event, is_noop, needs_configuring
 from backend.queueing import enqueue
 from backend.reconcile import first_contact, reconcile, sync
 from backend.retrain import retrain_and_push
-from backend.settings import ConfigError, env, parse_label_config, redis_url, resolve
+from backend.settings import (
+    ConfigError,
+    lock_seconds,
+    parse_label_config,
+    redis_url,
+    resolve,
+    setting,
+)
 from backend.store import Store, connect
 
 log = logging.getLogger("rarelabel.worker")
 # PROJECT_UPDATED is not among them: configuring the project fires it, so it would loop.
 REBUILD_ACTIONS = {"SETUP", "START_TRAINING"}
 MAX_EVENT_ATTEMPTS = 3  # then the event is set aside with its error
-BACKLOG_CHUNK = 1000  # tasks of a first contact's backlog embedded per job (~13 s on 2 cores)
-
-
-def lock_seconds() -> float:
-    return float(env("RARELABEL_LOCK_SECONDS", "30"))
 
 
 def sweep_seconds() -> float:
-    return float(env("RARELABEL_SWEEP_SECONDS", "15"))
+    return float(setting("sweep_seconds"))
 
 
 def reconcile_seconds() -> float:
-    return float(env("RARELABEL_RECONCILE_SECONDS", "60"))
+    return float(setting("reconcile_seconds"))
 
 
 @contextmanager
@@ -167,10 +169,7 @@ def _process(store: Store, project: int) -> dict:
             result = reconcile(store, cfg)
             changed, configure = changed or result.changed, configure or result.configure
     if store.backlog_size(project) and not just_synced:
-        embedded = embed_backlog(store, cfg, BACKLOG_CHUNK)
-        left = store.backlog_size(project)
-        log.info("project %s: embedded %d more tasks, %d to go", project, embedded, left)
-        changed = True
+        fan_out(store, project)  # embedding jobs; each owes a retrain when it is done
     if changed:
         store.mark_dirty(project)
     if not store.dirty(project):
@@ -185,8 +184,10 @@ def _process(store: Store, project: int) -> dict:
         secure_webhooks(cfg)
     store.clear_dirty(project)
     store.ack_events(project, events)
-    if store.backlog_size(project) or "synced_at" not in store.status(project):
-        enqueue(store, project)  # the next chunk (or the full sync), right after this ranking
+    if "synced_at" not in store.status(project):
+        enqueue(store, project)  # the full sync, right after this first ranking
+    elif store.backlog_size(project):
+        fan_out(store, project)
     return result
 
 

@@ -8,7 +8,7 @@ from prometheus_client.core import GaugeMetricFamily
 from rq import Queue
 from rq.registry import FailedJobRegistry
 
-from backend.queueing import QUEUE
+from backend.queueing import EMBED_QUEUE, QUEUE
 from backend.status import project_status
 from backend.store import Store
 
@@ -46,6 +46,7 @@ class StoreCollector:
         )
         depth.add_metric(["events"], store.queued_events())
         depth.add_metric(["jobs"], len(Queue(QUEUE, connection=store.r)))
+        depth.add_metric(["embedding_jobs"], len(Queue(EMBED_QUEUE, connection=store.r)))
         depth.add_metric(["failed_jobs"], len(FailedJobRegistry(QUEUE, connection=store.r)))
         yield depth
         projects = store.projects()

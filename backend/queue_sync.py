@@ -70,11 +70,7 @@ def _renumber(pushed: dict[int, float], queue: list[int], labelled: set[int]) ->
 def _finish(pushed, queue, labelled, scores) -> PushPlan:
     writes = {t: s for t, s in scores.items() if pushed.get(t) != s}
     last = max(scores.values(), default=0.0)
-    deletes = [
-        t for t, s in pushed.items() if t not in scores and t not in labelled and s <= last
-    ]  # fmt: skip
-    after = {
-        t: s for t, s in pushed.items() if t not in scores and t not in labelled and s > last
-    }  # fmt: skip
+    deletes = [t for t, s in pushed.items() if t not in scores and t not in labelled and s <= last]
+    after = {t: s for t, s in pushed.items() if t not in scores and t not in labelled and s > last}
     after.update(scores)
     return PushPlan(writes, sorted(deletes), after)

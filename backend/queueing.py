@@ -11,8 +11,20 @@ from backend.store import Store
 
 QUEUE = "rarelabel"
 JOB = "backend.jobs.process_project"
+# Embedding a backlog, in chunks any worker can take: workers serve QUEUE first, so a label
+# is never stuck behind a big import.
+EMBED_QUEUE = "rarelabel-embed"
+EMBED_JOB = "backend.embedder.embed_chunk"
+QUEUES = [QUEUE, EMBED_QUEUE]
 RETRY = Retry(max=4, interval=[5, 15, 30, 60])  # a job's failures, before the sweep takes over
 JOB_TIMEOUT = 6 * 3600  # embedding a million tasks takes hours; the lock, not this, frees
+
+
+def enqueue_embedding(store: Store, project: int, chunks: int) -> None:
+    """`chunks` embedding jobs; each claims what is left of the backlog when it runs."""
+    queue = Queue(EMBED_QUEUE, connection=store.r)
+    options = {"timeout": JOB_TIMEOUT, "result_ttl": 600, "failure_ttl": 86400}
+    queue.enqueue_many([Queue.prepare_data(EMBED_JOB, (project,), **options)] * chunks)
 
 
 def enqueue(store: Store, project: int, delay: float = 0, retry: bool = True) -> None:

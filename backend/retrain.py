@@ -10,7 +10,7 @@ from backend.client import client_for
 from backend.queue_sync import plan_push
 from backend.settings import ProjectConfig
 from backend.store import Store
-from backend.warm import project_state, ranker_config
+from backend.warm import project_state
 from model.labels import LabelState
 from model.stored import StoredModel
 
@@ -58,7 +58,7 @@ def _retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
             if target in cfg.targets:
                 state_labels.record_query(task, target, logit)
     prio = state.prioritiser_for()
-    prio.config = ranker_config(cfg)
+    prio.config = cfg.ranker
     prio.fit(pool, state_labels, state.rarity_for(state_labels), state.index_for(prio.config))
     rows, _ = prio.queue(cfg.queue_size)
     queue = [int(pool.ids[r]) for r in rows]
@@ -86,6 +86,9 @@ def _retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
     store.record_asked(p, {t: (label_of_task[t], logit_of_task[t]) for t in plan.writes})
     store.save_model(p, StoredModel.from_prioritiser(prio, cfg.model_version))
     counts = state_labels.counts()
+    store.add_curve_point(
+        p, {"labels": len(labels), "found": {t: counts[t]["positives"] for t in cfg.targets}}
+    )
     total = time.perf_counter() - t0
     store.set_status(
         p,

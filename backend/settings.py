@@ -1,30 +1,26 @@
-"""Configuration without code: environment variables, then the ML backend's extra params.
+"""Every setting, declared once: its environment variable, default, parser and meaning.
 
 A project's settings are resolved once (at `/setup`, or on first contact with a project)
-and stored with the project, so web processes and workers agree on them.
+and stored with the project, so web processes and workers agree on them: the ML backend's
+extra params win over environment variables over defaults. The ranker's parameters keep
+their defaults in `model.prioritiser.RankerConfig`, which also validates them (the
+simulation builds one without this module); the table below reads those defaults.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
-from model.prioritiser import LARGE_POOL
-from model.strategies import STRATEGIES, UNCERTAINTY
+from model.prioritiser import RankerConfig
 
 OTHER_LIKE = re.compile(r"^(other|others|none|negative|misc|miscellaneous|rest)$", re.IGNORECASE)
-
-
-# The keys a project's extra params may hold (README, "Settings"); any other is refused.
-EXTRA_PARAMS = {
-    "targets", "descriptions", "f_a", "strategy", "uncertainty", "outlier_prior",
-    "queue_size", "C", "lexical_dims", "seals_above",
-}  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -36,8 +32,137 @@ def env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
+def _targets(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [v.strip() for v in value if v.strip()]
+    raise ConfigError(f"targets must be a list or a comma-separated string, got {value!r}")
+
+
+def _descriptions(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ConfigError("'descriptions' must map a target to a text")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _seals_above(value: Any) -> int | None:
+    """A pool size (0 = every pool), or "off" / null: every row is ranked at each step, however
+    large the pool."""
+    if value is None or str(value).strip().lower() in ("off", "none", "null"):
+        return None
+    return int(value)
+
+
+def _queue_size(value: Any) -> int:
+    n = int(value)
+    if not 1 <= n <= 10_000:
+        raise ConfigError(f"need queue_size in [1, 10000], got {n}")
+    return n
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str | None  # the environment variable; None: extra params only
+    default: Any
+    parse: Callable[[Any], Any]  # a raw value (extra param or env string) -> the setting
+    meaning: str
+    per_project: bool = True  # whether a project's extra params may set it
+
+
+_R = RankerConfig  # its field defaults are the ranker settings' defaults
+# Per project: extra params > environment > default. The names are the extra params' keys.
+PROJECT_SETTINGS: dict[str, Setting] = {
+    "targets": Setting(
+        "RARE_TARGETS", None, _targets,
+        "the rare classes to look for (comma-separated); default: every choice except one "
+        "named like *Other*",
+    ),
+    "descriptions": Setting(
+        None, {}, _descriptions, "a text per target, embedded as its zero-shot prototype"
+    ),
+    "strategy": Setting(
+        "RARELABEL_STRATEGY", _R.strategy, str,
+        "`positive`, `adaptive` (the paper's), `margin` or `information_density`",
+    ),
+    "uncertainty": Setting(
+        "RARELABEL_UNCERTAINTY", _R.uncertainty, str,
+        "what `adaptive` asks for once |Lp| >= |Ln|: `margin` or `information_density`",
+    ),
+    "f_a": Setting("RARELABEL_F_A", _R.f_a, float, "pseudo-negatives per (|Lp| + 0.1 |Ln|)"),
+    "queue_size": Setting(
+        "RARELABEL_QUEUE_SIZE", 100, _queue_size, "tasks that carry a prediction (1 to 10,000)"
+    ),
+    "C": Setting("RARELABEL_C", _R.C, float, "inverse regularisation of the logistic regression"),
+    "outlier_prior": Setting(
+        "RARELABEL_OUTLIER_PRIOR", _R.outlier_prior, float,
+        "weight of LOF rarity in the ranking of a class with no positive yet, in [0, 1]",
+    ),
+    "lexical_dims": Setting(
+        "RARELABEL_LEXICAL_DIMS", _R.lexical_dims, int,
+        "columns of the pool's own word statistics (TF-IDF -> LSA) beside the embedding, up to "
+        "4096; 0 = the embedding alone",
+    ),
+    "seals_above": Setting(
+        "RARELABEL_SEALS_ABOVE", _R.seals_above, _seals_above,
+        "pool size from which each step ranks a SEALS working set (the labelled items' 100 "
+        "nearest neighbours and a tenth of the pool, at most 20,000 rows) instead of every "
+        "task; 0 = every pool, `off` = never",
+    ),
+    "model_version": Setting(
+        "RARELABEL_MODEL_VERSION", "rarelabel", str,
+        "the `model_version` of our predictions (and the project's)", per_project=False,
+    ),
+}  # fmt: skip
+# The process's own: read from the environment where they are used.
+SERVICE_SETTINGS: dict[str, Setting] = {
+    "redis_url": Setting(
+        "REDIS_URL", None, str,
+        "all state and the job queue; unset, `rarelabel serve` runs an embedded store",
+    ),
+    "label_studio_url": Setting(
+        "LABEL_STUDIO_URL", None, str, "the worker's Label Studio (default: what /setup said)"
+    ),
+    "label_studio_api_key": Setting(
+        "LABEL_STUDIO_API_KEY", None, str, "its token (default: what /setup said)"
+    ),
+    "basic_auth_user": Setting(
+        "BASIC_AUTH_USER", None, str, "basic auth on every endpoint but /health (default: off)"
+    ),
+    "basic_auth_pass": Setting("BASIC_AUTH_PASS", "", str, "its password"),
+    "sweep_seconds": Setting(
+        "RARELABEL_SWEEP_SECONDS", 15.0, float,
+        "how often a worker gives a job to every project with pending events, a retrain owed "
+        "or a reconciliation due",
+    ),
+    "reconcile_seconds": Setting(
+        "RARELABEL_RECONCILE_SECONDS", 60.0, float,
+        "how often each project is compared with Label Studio",
+    ),
+    "lock_seconds": Setting(
+        "RARELABEL_LOCK_SECONDS", 30.0, float,
+        "how soon a killed worker's project lock, or its claim on tasks to embed, frees",
+    ),
+}  # fmt: skip
+RANKER_SETTINGS = [name for name in PROJECT_SETTINGS if name in {f.name for f in fields(_R)}]
+# The embedding's settings (RARELABEL_EMBEDDING_MODEL, _BACKEND, RARELABEL_MODEL_DIR,
+# RARELABEL_CACHE_DIR) are read by model/embedding.py, which the simulation shares.
+
+
+def setting(name: str) -> Any:
+    """A process setting: its environment variable, else its default."""
+    s = SERVICE_SETTINGS.get(name) or PROJECT_SETTINGS[name]
+    raw = env(s.env)
+    return s.default if raw is None else s.parse(raw)
+
+
 def redis_url() -> str:
-    return env("REDIS_URL", "redis://127.0.0.1:6379/0")
+    """Unset, a local Redis: `rarelabel serve` sets REDIS_URL to its embedded store's."""
+    return setting("redis_url") or "redis://127.0.0.1:6379/0"
+
+
+def lock_seconds() -> float:
+    return setting("lock_seconds")
 
 
 @dataclass
@@ -71,55 +196,60 @@ class ProjectConfig:
     project_id: int
     label: LabelConfig
     targets: list[str]
-    descriptions: dict[str, str] = field(default_factory=dict)
-    f_a: float = 100.0
-    strategy: str = "positive"
-    uncertainty: str = "margin"
-    outlier_prior: float = 0.05
-    queue_size: int = 100
-    C: float = 10.0
-    lexical_dims: int = 384  # pool-fitted word statistics beside the embedding; 0 = off
-    seals_above: int | None = LARGE_POOL  # pool size from which a step ranks a SEALS working set
-    model_version: str = "rarelabel"
+    descriptions: dict[str, str]
+    ranker: RankerConfig
+    queue_size: int
+    model_version: str
     hostname: str | None = None  # where Label Studio said it lives (at /setup)
     access_token: str | None = None
     extra: dict = field(default_factory=dict)  # the extra params as given, for re-resolving
 
+    def _flat(self) -> dict:
+        """The settings side by side, the ranker's among them: the layout stored since
+        before the ranker's settings were held whole, which therefore still loads."""
+        d = asdict(self)
+        ranker = d.pop("ranker")
+        for name in RANKER_SETTINGS:
+            d[name] = ranker[name]
+        return d
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps(self._flat())
 
     def fingerprint(self) -> str:
         """What the worker's warm state depends on: every setting and the label config, but
         not where Label Studio lives or the token (a new token ranks the same)."""
-        d = asdict(self)
+        d = self._flat()
         for key in ("hostname", "access_token", "extra"):
             d.pop(key)
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> ProjectConfig:
+        """A missing key (a config stored by an older version) takes its default."""
         d = json.loads(raw)
-        d["label"] = LabelConfig(**d["label"])
-        return cls(**d)
+        ranker = RankerConfig(**{k: d.pop(k) for k in RANKER_SETTINGS if k in d})
+        d.setdefault("descriptions", {})
+        for name in ("queue_size", "model_version"):
+            d.setdefault(name, PROJECT_SETTINGS[name].default)
+        return cls(label=LabelConfig(**d.pop("label")), ranker=ranker, **d)
 
 
-def _as_list(value) -> list[str]:
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return [v.strip() for v in value if v.strip()]
-    raise ConfigError(f"targets must be a list or a comma-separated string, got {value!r}")
-
-
-def _seals_above(value) -> int | None:
-    """A pool size (0 = every pool), or "off" / null: every row is ranked at each step, however
-    large the pool."""
-    if value is None or str(value).strip().lower() in ("off", "none", "null"):
-        return None
-    n = int(value)
-    if n < 0:
-        raise ConfigError(f"seals_above must be >= 0 or 'off', got {n}")
-    return n
+def _extra_params(extra_params: dict | str | None) -> dict:
+    if isinstance(extra_params, str):
+        try:
+            extra_params = json.loads(extra_params) if extra_params.strip() else {}
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"extra params are not JSON: {e}") from None
+    if extra_params is None:
+        extra_params = {}
+    if not isinstance(extra_params, dict):
+        raise ConfigError(f"extra params must be a JSON object, got {type(extra_params).__name__}")
+    known = sorted(k for k, s in PROJECT_SETTINGS.items() if s.per_project)
+    unknown = sorted(set(extra_params) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown extra params {unknown}; known: {known}")
+    return dict(extra_params)
 
 
 def resolve(
@@ -131,73 +261,36 @@ def resolve(
 ) -> ProjectConfig:
     """Settings for a project: extra params win over environment variables over defaults."""
     label = parse_label_config(label_config_xml)
-    if isinstance(extra_params, str):
+    extra = _extra_params(extra_params)
+    values = {}
+    for name, s in PROJECT_SETTINGS.items():
+        raw = extra[name] if name in extra else env(s.env) if s.env else None
+        if name == "targets":  # empty targets in extra params: the environment's
+            raw = extra.get(name) or env(s.env)
         try:
-            extra_params = json.loads(extra_params) if extra_params.strip() else {}
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"extra params are not JSON: {e}") from None
-    if extra_params is None:
-        extra_params = {}
-    if not isinstance(extra_params, dict):
-        raise ConfigError(f"extra params must be a JSON object, got {type(extra_params).__name__}")
-    extra = dict(extra_params)
-    unknown_keys = sorted(set(extra) - EXTRA_PARAMS)
-    if unknown_keys:
-        raise ConfigError(f"unknown extra params {unknown_keys}; known: {sorted(EXTRA_PARAMS)}")
-
-    raw_targets = extra.get("targets") or env("RARE_TARGETS")
-    if raw_targets:
-        targets = _as_list(raw_targets)
-    else:
-        targets = [c for c in label.choices if not OTHER_LIKE.match(c)]
+            values[name] = s.default if raw is None else s.parse(raw)
+        except (TypeError, ValueError) as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"bad numeric setting: {e}") from None
+    targets = values["targets"] or [c for c in label.choices if not OTHER_LIKE.match(c)]
     unknown = [t for t in targets if t not in label.choices]
     if unknown:
         raise ConfigError(f"targets {unknown} are not choices of <{label.from_name}>")
     if not targets:
         raise ConfigError("no rare target classes: set RARE_TARGETS or extra params 'targets'")
-
-    descriptions = extra.get("descriptions", {})
-    if not isinstance(descriptions, dict):
-        raise ConfigError("'descriptions' must map a target to a text")
     try:
-        f_a = float(extra.get("f_a", env("RARELABEL_F_A", "100")))
-        queue_size = int(extra.get("queue_size", env("RARELABEL_QUEUE_SIZE", "100")))
-        C = float(extra.get("C", env("RARELABEL_C", "10")))
-        outlier_prior = float(extra.get("outlier_prior", env("RARELABEL_OUTLIER_PRIOR", "0.05")))
-        lexical_dims = int(extra.get("lexical_dims", env("RARELABEL_LEXICAL_DIMS", "384")))
-        seals_above = _seals_above(
-            extra.get("seals_above", env("RARELABEL_SEALS_ABOVE", str(LARGE_POOL)))
-        )
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"bad numeric setting: {e}") from None
-    strategy = str(extra.get("strategy", env("RARELABEL_STRATEGY", "positive")))
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"unknown strategy {strategy!r}; choose from {sorted(STRATEGIES)}")
-    uncertainty = str(extra.get("uncertainty", env("RARELABEL_UNCERTAINTY", "margin")))
-    if uncertainty not in UNCERTAINTY:
-        raise ConfigError(f"unknown uncertainty {uncertainty!r}; choose from {sorted(UNCERTAINTY)}")
-    if not all(math.isfinite(x) for x in (f_a, C, outlier_prior)):
-        raise ConfigError("f_a, C and outlier_prior must be finite numbers")
-    in_range = f_a >= 0 and 1 <= queue_size <= 10_000 and C > 0
-    if not (in_range and 0 <= outlier_prior <= 1 and 0 <= lexical_dims <= 4096):
-        raise ConfigError(
-            "need f_a >= 0, queue_size in [1, 10000], C > 0, outlier_prior in [0, 1] and "
-            "lexical_dims in [0, 4096]"
-        )
+        ranker = RankerConfig(**{name: values[name] for name in RANKER_SETTINGS})
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return ProjectConfig(
         project_id=project_id,
         label=label,
         targets=targets,
-        descriptions={str(k): str(v) for k, v in descriptions.items()},
-        f_a=f_a,
-        strategy=strategy,
-        uncertainty=uncertainty,
-        outlier_prior=outlier_prior,
-        queue_size=queue_size,
-        C=C,
-        lexical_dims=lexical_dims,
-        seals_above=seals_above,
-        model_version=env("RARELABEL_MODEL_VERSION", "rarelabel"),
+        descriptions=values["descriptions"],
+        ranker=ranker,
+        queue_size=values["queue_size"],
+        model_version=values["model_version"],
         hostname=hostname,
         access_token=access_token,
         extra=extra,

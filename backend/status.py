@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from html import escape
 
+from backend.curve_svg import curve_svg
 from backend.store import Store
 
 
@@ -46,6 +47,7 @@ def project_status(store: Store, project: int, now: float | None = None) -> dict
         "last_reconciled_ago_s": None
         if "reconciled_at" not in st
         else round(now - float(st["reconciled_at"]), 1),
+        "curve": store.curve(project),
         "import": {
             "tasks": int(number("last_import_tasks") or 0),
             "likely_rare": int(number("last_import_likely_rare") or 0),
@@ -125,6 +127,7 @@ def render(statuses: list[dict]) -> str:
             f"<h2>Project {p} <span class=badge>{escape(word)}</span></h2>{bar}"
             f"<table>{''.join(rows)}</table>"
             f"<h3>Rare items found</h3><table>{found}</table>"
+            f"<figure>{curve_svg(s['curve'], s['targets'])}</figure>"
             + (f"<h3>Events set aside</h3><ul>{aside}</ul>" if aside else "")
             + "</section>"
         )

@@ -15,6 +15,9 @@ Keys (p = Label Studio project id):
   rl:p:tasks           set of every task id Label Studio has (with or without text)
   rl:p:backlog         set of tasks whose text is stored but not yet embedded (first contact
                        with a big project embeds in chunks: backend.reconcile)
+  rl:p:claimed         zset task id -> when an embedding job last said it holds it; back on
+                       the backlog if that job stops saying so (it died: backend.embedder)
+  rl:p:fanout          set while embedding jobs for the backlog are queued or running
   rl:p:vec             hash task id -> float32 vector bytes (the pool)
   rl:p:poolv, :poolx   counters: any change of the pool / a removal from it
   rl:p:text            hash task id -> the task's text (the lexical features are fitted on it)
@@ -26,6 +29,8 @@ Keys (p = Label Studio project id):
   rl:p:asked           hash task id -> "class<TAB>logit": the target class that asked for it
                        and its logit then (the class's calibration, model.class_choice)
   rl:p:status          hash of figures for /metrics and the status of the last job
+  rl:p:curve           list of JSON points {labels, found: {class: n}, estimate: {class: ...}},
+                       one per label count a retrain saw (the status page's curve)
 Label Studio stays the source of truth: all of this can be rebuilt from it.
 """
 
@@ -45,6 +50,7 @@ from model.labels import Label
 from model.stored import StoredModel
 
 PREFIX = "rl"
+CURVE_POINTS = 20_000  # the status page's curve keeps the last this many label counts
 TOMBSTONE_SECONDS = 7 * 86400  # a late duplicate arrives within seconds; keep a week
 SCHEDULED_SECONDS = 120  # a lost job stops coalescing new ones after this long
 
@@ -135,6 +141,10 @@ class Store:
         *_, first = pipe.execute()
         return bool(first)
 
+    def schedule(self, project: int) -> bool:
+        """True if the caller should enqueue the project's job (none is pending)."""
+        return bool(self.r.set(self.key(project, "scheduled"), 1, nx=True, ex=SCHEDULED_SECONDS))
+
     def unschedule(self, project: int) -> None:
         """Called as a job starts: events arriving from now on will queue one more job."""
         self.r.delete(self.key(project, "scheduled"))
@@ -194,18 +204,60 @@ class Store:
             self.r.sadd(self.key(project, "backlog"), *tasks)
 
     def backlog_size(self, project: int) -> int:
-        return int(self.r.scard(self.key(project, "backlog")))
+        """Tasks waiting to be embedded, those an embedding job holds included."""
+        pipe = self.r.pipeline()
+        pipe.scard(self.key(project, "backlog"))
+        pipe.zcard(self.key(project, "claimed"))
+        return sum(pipe.execute())
 
-    def take_backlog(self, project: int, n: int, first: Iterable[int] = ()) -> list[int]:
-        """Up to `n` tasks off the backlog: those in `first` that wait there, then the
-        oldest (lowest ids)."""
-        key = self.key(project, "backlog")
-        waiting = {int(t) for t in self.r.smembers(key)}
-        chosen = [t for t in first if t in waiting][:n]
-        chosen += sorted(waiting.difference(chosen))[: n - len(chosen)]
-        if chosen:
-            self.r.srem(key, *[str(t) for t in chosen])
+    def take_backlog(
+        self, project: int, n: int, lease: float, first: Iterable[int] = ()
+    ) -> list[int]:
+        """Claim up to `n` tasks of the backlog for one embedding job: those in `first`
+        that wait there, then the newest (highest ids: a fresh import before old backlog).
+        Atomic, so jobs on several workers never take the same task; a claim not renewed
+        for `lease` seconds (its job died) goes back to the backlog first."""
+        backlog, claimed = self.key(project, "backlog"), self.key(project, "claimed")
+        first = list(first)
+        chosen: list[int] = []
+
+        def claim(pipe: redis.client.Pipeline) -> None:
+            now = time.time()
+            stale = pipe.zrangebyscore(claimed, 0, now - lease)
+            waiting = {int(t) for t in pipe.smembers(backlog)} | {int(t) for t in stale}
+            chosen[:] = [t for t in first if t in waiting][:n]
+            chosen.extend(sorted(waiting.difference(chosen), reverse=True)[: n - len(chosen)])
+            pipe.multi()
+            if chosen:
+                pipe.srem(backlog, *[str(t) for t in chosen])
+                pipe.zadd(claimed, {str(t): now for t in chosen})
+            if stale:
+                left = set(stale) - {str(t).encode() for t in chosen}
+                if left:
+                    pipe.sadd(backlog, *left)
+                    pipe.zrem(claimed, *left)
+
+        self.r.transaction(claim, backlog, claimed)
         return chosen
+
+    def renew_claims(self, project: int, tasks: list[int]) -> None:
+        if tasks:
+            now = time.time()
+            self.r.zadd(self.key(project, "claimed"), {str(t): now for t in tasks}, xx=True)
+
+    def release_claims(
+        self, project: int, tasks: list[int], vectors: dict[int, np.ndarray]
+    ) -> None:
+        """An embedding job is done with its claimed `tasks`: the vectors of those it still
+        holds join the pool (one deleted meanwhile stays out)."""
+        claimed = self.key(project, "claimed")
+        if not tasks:
+            return
+        held = self.r.zmscore(claimed, [str(t) for t in vectors]) if vectors else []
+        self.add_vectors(
+            project, {t: v for (t, v), s in zip(vectors.items(), held, strict=True) if s}
+        )
+        self.r.zrem(claimed, *[str(t) for t in tasks])
 
     def task_ids(self, project: int) -> set[int]:
         return {int(t) for t in self.r.smembers(self.key(project, "tasks"))}
@@ -235,6 +287,7 @@ class Store:
         pipe = self.r.pipeline()
         pipe.hdel(self.key(project, "vec"), *ids)
         pipe.srem(self.key(project, "backlog"), *ids)
+        pipe.zrem(self.key(project, "claimed"), *ids)
         for name in ("text", "lex", "pushed", "asked"):
             pipe.hdel(self.key(project, name), *ids)
         pipe.srem(self.key(project, "tasks"), *ids)
@@ -369,6 +422,20 @@ class Store:
             c, _, logit = value.decode().partition("\t")
             out[int(t)] = (c, float(logit) if logit else None)
         return out
+
+    def add_curve_point(self, project: int, point: dict) -> None:
+        """One point per label count: a retrain that saw no new label replaces the last."""
+        key = self.key(project, "curve")
+        last = self.r.lindex(key, -1)
+        pipe = self.r.pipeline()
+        if last is not None and json.loads(last)["labels"] == point["labels"]:
+            pipe.rpop(key)
+        pipe.rpush(key, json.dumps(point))
+        pipe.ltrim(key, -CURVE_POINTS, -1)
+        pipe.execute()
+
+    def curve(self, project: int) -> list[dict]:
+        return [json.loads(p) for p in self.r.lrange(self.key(project, "curve"), 0, -1)]
 
     def set_status(self, project: int, **fields: float | str) -> None:
         self.r.hset(self.key(project, "status"), mapping=fields)

@@ -30,18 +30,6 @@ LEXICAL_REFIT_GROWTH = 1.25  # refit the pool's word statistics when it has grow
 INDEX_SAVE_GROWTH = 1.05  # save a pool's neighbour index again when it holds 5% more rows
 
 
-def ranker_config(cfg: ProjectConfig) -> RankerConfig:
-    return RankerConfig(
-        f_a=cfg.f_a,
-        strategy=cfg.strategy,
-        uncertainty=cfg.uncertainty,
-        C=cfg.C,
-        outlier_prior=cfg.outlier_prior,
-        lexical_dims=cfg.lexical_dims,
-        seals_above=cfg.seals_above,
-    )
-
-
 def index_path(project: int) -> Path:
     """Where the worker saves the project's neighbour index (`.hnsw` and `.rows.npz`)."""
     return cache_dir() / "indexes" / f"project-{project}"
@@ -76,7 +64,7 @@ class ProjectState:
             return self.pool
         X = np.stack([vecs[t] for t in ids])
         compact = len(ids) >= LARGE_POOL
-        if self.cfg.lexical_dims > 0:
+        if self.cfg.ranker.lexical_dims > 0:
             X = self._with_lexical_columns(store, ids, X, compact)
         self.pool, self.pool_version = Pool(ids, X, compact=compact), version
         self.rarity = self.screen = None  # per pool row
@@ -101,7 +89,7 @@ class ProjectState:
         docs = [texts.get(t, "") for t in fresh]
         if refit:
             t0 = time.perf_counter()
-            self.lexical = LexicalFeatures(self.cfg.lexical_dims)
+            self.lexical = LexicalFeatures(self.cfg.ranker.lexical_dims)
             L = self.lexical.fit_transform(docs)
             self.lexical_fitted_at = len(ids)
             self.prioritiser = None  # new feature columns: rankers start afresh
@@ -140,14 +128,14 @@ class ProjectState:
             protos = embed_prototypes(
                 embedder(), cfg.targets, cfg.descriptions, self.lexical_columns
             )
-            self.prioritiser = Prioritiser(cfg.targets, ranker_config(cfg), protos)
+            self.prioritiser = Prioritiser(cfg.targets, cfg.ranker, protos)
         return self.prioritiser
 
     def rarity_for(self, labels: LabelState) -> PoolRarity | None:
         """LOF rarity of the pool's rows, fitted once per pool and only while some target has
         no positive (the only time the prior is used). Each row is scored when a step first
         reads it: a step reads its SEALS working set, not every row of a large pool."""
-        if self.cfg.outlier_prior <= 0 or all(labels.positives(t) for t in self.cfg.targets):
+        if self.cfg.ranker.outlier_prior <= 0 or all(labels.positives(t) for t in self.cfg.targets):
             return None
         if self.rarity is None:
             self.rarity = PoolRarity(OutlierScreen("lof"), self.pool.X, self.semantic)

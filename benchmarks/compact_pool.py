@@ -64,10 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pool {args.n:,} x {args.dim}, {args.classes} classes, 1 thread, {args.reps} reps")
     gib = compact.nbytes / 2**30, X.nbytes / 2**30
     print(f"  vectors: float16 {gib[0]:.2f} GiB, float32 {gib[1]:.2f} GiB")
-    print(f"  score every row: float16 in chunks p50 {m16 * 1e3:,.0f} ms, float32 p50 "
-          f"{m32 * 1e3:,.0f} ms ({m16 / m32:.1f}x)")  # fmt: skip
-    print(f"  largest score difference {np.abs(S16 - S32).max():.1e}; "
-          f"top-100 rows shared per class: {top}")  # fmt: skip
+    print(
+        f"  score every row: float16 in chunks p50 {m16 * 1e3:,.0f} ms, float32 p50 "
+        f"{m32 * 1e3:,.0f} ms ({m16 / m32:.1f}x)"
+    )
+    print(
+        f"  largest score difference {np.abs(S16 - S32).max():.1e}; "
+        f"top-100 rows shared per class: {top}"
+    )
     del compact, S16, S32
     half = args.dim // 2  # the embedding and the lexical columns, as numpy allocates them
     E, L = np.ascontiguousarray(X[:, :half]), np.ascontiguousarray(X[:, half:])
@@ -82,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         peaks.append(tracemalloc.get_traced_memory()[1] / 2**30)
         tracemalloc.stop()
         del pool
-    print(f"  assembling the rows after a lexical refit, peak beyond the inputs: float32 then "
-          f"float16 {peaks[0]:.2f} GiB, float16 in chunks {peaks[1]:.2f} GiB")  # fmt: skip
+    print(
+        f"  assembling the rows after a lexical refit, peak beyond the inputs: float32 then "
+        f"float16 {peaks[0]:.2f} GiB, float16 in chunks {peaks[1]:.2f} GiB"
+    )
     return 0
 
 

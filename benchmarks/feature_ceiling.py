@@ -55,8 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     threadpool_limits(2)
     b = load(DATA, args.budget, None)
     texts = b.data.texts
-    print(f"{'seed':<5}{'features':<10}" + "".join(f"{t[:14]:>16}" for t in TARGETS)
-          + f"{'recall@' + str(args.budget):>12}")  # fmt: skip
+    print(
+        f"{'seed':<5}{'features':<10}"
+        + "".join(f"{t[:14]:>16}" for t in TARGETS)
+        + f"{'recall@' + str(args.budget):>12}"
+    )
     print(f"{'':<15}" + "".join(f"{'p@50 / p@94':>16}" for _ in TARGETS))
     for seed in range(args.seeds):
         rows, seeds, _ = pool_for(b, args.prevalence, seed, TARGETS)
@@ -84,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
             found = best_found(hits, args.budget)
             recall = found / min(args.budget, positives)
             print(f"{seed:<5}{name:<10}{cells}{recall:>12.3f}", flush=True)
-    print(f"p@k: share of target items among the k best-ranked pool items (the {len(TARGETS)} "
-          f"targets at prevalence {args.prevalence}; seeds excluded); recall@{args.budget}: "
-          "the five rankings' best shared-out yield / min(budget, positives).")  # fmt: skip
+    print(
+        f"p@k: share of target items among the k best-ranked pool items (the {len(TARGETS)} "
+        f"targets at prevalence {args.prevalence}; seeds excluded); recall@{args.budget}: "
+        "the five rankings' best shared-out yield / min(budget, positives)."
+    )
     return 0
 
 

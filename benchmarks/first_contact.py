@@ -91,8 +91,12 @@ def main() -> None:
 
             wait_for(served, 600, "Label Studio serving from the queue", every=0.2)
             serving = time.monotonic() - t0
-            wait_for(lambda: store.backlog_size(pid) == 0 and ranked() == args.tasks,
-                     7200, "the whole pool", every=1)  # fmt: skip
+            wait_for(
+                lambda: store.backlog_size(pid) == 0 and ranked() == args.tasks,
+                7200,
+                "the whole pool",
+                every=1,
+            )
             whole = time.monotonic() - t0
         finally:
             for b in busy:
@@ -104,15 +108,22 @@ def main() -> None:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             if (tmp / "serve.log").exists():  # the backend's log, beside the figures
                 Path(args.out).with_suffix(".log").write_bytes((tmp / "serve.log").read_bytes())
-    row = {"tasks": args.tasks, "busy": args.busy, "first_ranking_s": round(first, 1),
-           "first_ranking_pool": first_pool, "label_studio_serving_s": round(serving, 1),
-           "whole_pool_s": round(whole, 1)}  # fmt: skip
+    row = {
+        "tasks": args.tasks,
+        "busy": args.busy,
+        "first_ranking_s": round(first, 1),
+        "first_ranking_pool": first_pool,
+        "label_studio_serving_s": round(serving, 1),
+        "whole_pool_s": round(whole, 1),
+    }
     print(
         "| tasks | busy processes | first ranking | on tasks | LS serves the queue | whole pool |"
     )
     print("|---|---|---|---|---|---|")
-    print(f"| {args.tasks} | {args.busy} | {row['first_ranking_s']} s | {first_pool} | "
-          f"{row['label_studio_serving_s']} s | {row['whole_pool_s']} s |")  # fmt: skip
+    print(
+        f"| {args.tasks} | {args.busy} | {row['first_ranking_s']} s | {first_pool} | "
+        f"{row['label_studio_serving_s']} s | {row['whole_pool_s']} s |"
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(row, indent=2))
 

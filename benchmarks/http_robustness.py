@@ -36,8 +36,14 @@ REDIS_URL = "redis://127.0.0.1:6379/12"
 
 
 def webhook(i: int) -> dict:
-    result = [{"from_name": "label", "to_name": "text", "type": "choices",
-               "value": {"choices": ["Artist"]}}]  # fmt: skip
+    result = [
+        {
+            "from_name": "label",
+            "to_name": "text",
+            "type": "choices",
+            "value": {"choices": ["Artist"]},
+        }
+    ]
     return {
         "action": "ANNOTATION_CREATED",
         "project": {"id": 1},
@@ -87,8 +93,12 @@ def fuzz(http: httpx.Client, url: str, n: int) -> dict:
         bodies = shaped.map(lambda b: json.dumps(b).encode())
         bodies |= any_json.map(lambda v: json.dumps(v).encode()) | st.binary(max_size=64)
 
-        @settings(max_examples=per_path, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @settings(
+            max_examples=per_path,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(bodies)
         def send(content: bytes) -> None:
             r = http.post(url + path, content=content, headers={"content-type": "application/json"})
@@ -128,8 +138,10 @@ def main() -> None:
             proc.wait(20)
             r.flushdb()
     b, f = result["burst"], result["fuzz"]
-    print(f"webhooks: {b['n']} in {b['elapsed_s']} s, statuses {b['statuses']}, "
-          f"{b['events_recorded']} events recorded")  # fmt: skip
+    print(
+        f"webhooks: {b['n']} in {b['elapsed_s']} s, statuses {b['statuses']}, "
+        f"{b['events_recorded']} events recorded"
+    )
     print("| | p50 ms | p99 ms |\n|---|---|---|")
     print(f"| /webhook | {b['webhook_p50_ms']} | {b['webhook_p99_ms']} |")
     print(f"| /health (same run) | {b['health_p50_ms']} | {b['health_p99_ms']} |")

@@ -202,9 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown faults {sorted(unknown)}; choose among {FAULTS}")
     intervals = dict(FAST_INTERVALS) if args.fast else {}
-    for flag, key in [(args.sweep_seconds, "RARELABEL_SWEEP_SECONDS"),
-                      (args.reconcile_seconds, "RARELABEL_RECONCILE_SECONDS"),
-                      (args.lock_seconds, "RARELABEL_LOCK_SECONDS")]:  # fmt: skip
+    for flag, key in [
+        (args.sweep_seconds, "RARELABEL_SWEEP_SECONDS"),
+        (args.reconcile_seconds, "RARELABEL_RECONCILE_SECONDS"),
+        (args.lock_seconds, "RARELABEL_LOCK_SECONDS"),
+    ]:
         if flag is not None:
             intervals[key] = str(flag)
     effective = {**backend_defaults(), **{k: float(v) for k, v in intervals.items()}}

@@ -89,8 +89,10 @@ def main() -> None:
     for name, ts in timings.items():
         ms = sorted(1000 * t for t in ts)
         ratio = medians["cold (baseline)"] / medians[name]
-        print(f"  {name:<20} p50 {statistics.median(ms):7.1f} ms   max {ms[-1]:7.1f} ms"
-              f"   {ratio:4.1f}x faster than the baseline (medians, same run)")  # fmt: skip
+        print(
+            f"  {name:<20} p50 {statistics.median(ms):7.1f} ms   max {ms[-1]:7.1f} ms"
+            f"   {ratio:4.1f}x faster than the baseline (medians, same run)"
+        )
     working = len(runs["SEALS, warm"][0].view_)
     print(
         f"  SEALS's working set at the end: {working} rows; its index over 384 columns "

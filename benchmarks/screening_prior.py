@@ -118,8 +118,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="BLAS threads (machine is shared)")
-    ap.add_argument("--weights", default=",".join(map(str, BLEND_WEIGHTS)),
-                    help="rarity weights of the blended rows, comma-separated")  # fmt: skip
+    ap.add_argument(
+        "--weights",
+        default=",".join(map(str, BLEND_WEIGHTS)),
+        help="rarity weights of the blended rows, comma-separated",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "screening_prior.json")
     args = ap.parse_args()
     weights = tuple(float(w) for w in args.weights.split(","))
@@ -152,9 +155,12 @@ def main() -> None:
                 for key in ("flag_rare_share", "flag_recall"):
                     rows[m][key] = {"mean": statistics.mean(r[m][key] for r in runs)}
             report["prevalence"][str(prev)] = {
-                "pool": n, "positives": pos, "methods": rows, "fit_score_seconds": fit_s,
+                "pool": n,
+                "positives": pos,
+                "methods": rows,
+                "fit_score_seconds": fit_s,
                 "runs": runs,
-            }  # fmt: skip
+            }
             print_table(prev, n, pos, args.seeds, rows, fit_s)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
@@ -181,11 +187,18 @@ def print_table(prev, n, pos, seeds, rows, fit_s) -> None:
         for k in KS:
             line += f"{r[f'tR@{k}']['mean']:>11.3f}{r[f'tR@{k}']['min']:>6.3f}"
         print(line)
-    print(f"flagged at rarity > {FLAG_THRESHOLD} (the screen's count): " + "; ".join(
-        f"{m} rare share {rows[m]['flag_rare_share']['mean']:.3f}, "
-        f"catches {rows[m]['flag_recall']['mean']:.0%} of the rare" for m in OUTLIERS))  # fmt: skip
-    print("fit+score seconds per pool (1 thread): " + ", ".join(
-        f"{m} {s:.1f}" for m, s in fit_s.items()))  # fmt: skip
+    print(
+        f"flagged at rarity > {FLAG_THRESHOLD} (the screen's count): "
+        + "; ".join(
+            f"{m} rare share {rows[m]['flag_rare_share']['mean']:.3f}, "
+            f"catches {rows[m]['flag_recall']['mean']:.0%} of the rare"
+            for m in OUTLIERS
+        )
+    )
+    print(
+        "fit+score seconds per pool (1 thread): "
+        + ", ".join(f"{m} {s:.1f}" for m, s in fit_s.items())
+    )
 
 
 if __name__ == "__main__":

@@ -193,9 +193,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # capacity reserved for the known pool size; `add` still grows it (doubling) past that
     index = seals.NeighbourIndex(
-        args.dim, space="cosine", M=M, ef_construction=efc, ef=ef,
-        num_threads=args.build_threads, capacity=args.n,
-    )  # fmt: skip
+        args.dim, M=M, ef_construction=efc, ef=ef, num_threads=args.build_threads, capacity=args.n
+    )
     rss0 = _rss_mb()
     t = time.perf_counter()
     for s in range(0, args.n, args.batch):  # incremental, as imports arrive
@@ -248,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     t_seals, t_full, n_cand, rank_of_pick = [], [], [], []
     for _ in range(args.selections):
         t = time.perf_counter()
-        cand = seals.seals_candidates(index, X, np.array(labelled), unlabelled, args.k, cache)
+        cache.update(X, np.array(labelled))
+        cand = cache.candidates(unlabelled)
         s = X[cand].astype(np.float32) @ w
         pick = int(cand[np.argmax(s)])
         t_seals.append(time.perf_counter() - t)

@@ -194,14 +194,22 @@ class Stack:
             "TOKENIZERS_PARALLELISM": "false",
             "RARELABEL_QUEUE_SIZE": str(self.queue_size),
         }
-        for var in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS", "RARE_TARGETS",
-                    "RARELABEL_EMBEDDING_MODEL", "RARELABEL_MODEL_VERSION"):  # fmt: skip
+        for var in (
+            "BASIC_AUTH_USER",
+            "BASIC_AUTH_PASS",
+            "RARE_TARGETS",
+            "RARELABEL_EMBEDDING_MODEL",
+            "RARELABEL_MODEL_VERSION",
+        ):
             env.pop(var, None)
         for name, cmd, path in [
-            ("serve", ["rarelabel", "serve", "--host", "127.0.0.1", "--port", str(port)],
-             self.serve_log),
+            (
+                "serve",
+                ["rarelabel", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                self.serve_log,
+            ),
             ("worker", ["rarelabel", "worker"], self.worker_log),
-        ]:  # fmt: skip
+        ]:
             f = open(path, "wb")  # noqa: SIM115 - closed in stop()
             proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
             self.procs.append((name, proc, f))
@@ -268,9 +276,11 @@ def setup_project(
     pid = int(project.id)
     t = time.perf_counter()
     resp = client.projects.import_tasks(
-        pid, request=[{"text": text} for _, text in rows], return_task_ids=True,
+        pid,
+        request=[{"text": text} for _, text in rows],
+        return_task_ids=True,
         request_options={"timeout": 900},
-    )  # fmt: skip
+    )
     res["setup"]["ls_import_s"] = round(time.perf_counter() - t, 3)
     res["setup"]["ls_import_server_s"] = round(float(resp.duration or 0), 3)
     task_ids = getattr(resp, "task_ids", None)
@@ -283,8 +293,11 @@ def setup_project(
     t = time.perf_counter()
     protos = [prototype_text(x) for x in TARGETS]
     copied, missing = copy_vectors(store.r, [text for _, text in rows] + protos)
-    res["setup"].update(vectors_copied=copied, vectors_missing=missing,
-                        vectors_copy_s=round(time.perf_counter() - t, 3))  # fmt: skip
+    res["setup"].update(
+        vectors_copied=copied,
+        vectors_missing=missing,
+        vectors_copy_s=round(time.perf_counter() - t, 3),
+    )
     log(f"copied {copied} vectors SQLite -> Redis ({missing} missing, the worker embeds them)")
 
     offset = stack.worker_log.stat().st_size
@@ -311,8 +324,12 @@ def setup_project(
     sync = [m for m in SYNC_RE.finditer(text) if int(m[1]) == pid]
     if sync:
         m = sync[0]
-        res["setup"]["first_sync"] = {"tasks": int(m[2]), "newly_embedded": int(m[3]),
-                                      "labels": int(m[4]), "seconds": float(m[5])}  # fmt: skip
+        res["setup"]["first_sync"] = {
+            "tasks": int(m[2]),
+            "newly_embedded": int(m[3]),
+            "labels": int(m[4]),
+            "seconds": float(m[5]),
+        }
     first = retrains_in(text, pid)
     res["setup"]["first_push"] = {
         "retrain_s": float(status.get("last_retrain_seconds", "nan")),
@@ -322,8 +339,10 @@ def setup_project(
     }
     time.sleep(2.0)  # the follow-up retrain (PROJECT_UPDATED), for the record
     res["setup"]["retrains_logged"] = retrains_in(log_slice(stack.worker_log, offset), pid)
-    log(f"first ranking after {res['setup']['connect_to_first_ranking_s']} s: "
-        f"sync {res['setup'].get('first_sync')}, push {res['setup']['first_push']}")  # fmt: skip
+    log(
+        f"first ranking after {res['setup']['connect_to_first_ranking_s']} s: "
+        f"sync {res['setup'].get('first_sync')}, push {res['setup']['first_push']}"
+    )
     return pid, truth, text_of
 
 
@@ -384,8 +403,12 @@ def annotate(
         labelled.add(tid)
         n_labels = len(labelled)
         try:
-            st = wait_for(lambda e=expected, s=t0_wall: applied(e, s), args.label_timeout,
-                          f"label {i + 1} to be applied", every=0.02)  # fmt: skip
+            st = wait_for(
+                lambda e=expected, s=t0_wall: applied(e, s),
+                args.label_timeout,
+                f"label {i + 1} to be applied",
+                every=0.02,
+            )
         except TimeoutError as e:
             log(f"WARNING: {e}")
             st = None
@@ -409,10 +432,12 @@ def annotate(
             "served_head": got is not None and got == head,
         }
         per_label.append(row)
-        log(f"label {i + 1:>3}/{args.annotate} {truth[tid]:<22} latency "
+        log(
+            f"label {i + 1:>3}/{args.annotate} {truth[tid]:<22} latency "
             f"{row['latency_s']} s (create {row['create_s']}, wait {row['wait_applied_s']}, "
             f"next {row['next_s']}), retrain {row['retrain_s']} push {row['push_s']} "
-            f"wrote {row['predictions_written']}, served head: {row['served_head']}")  # fmt: skip
+            f"wrote {row['predictions_written']}, served head: {row['served_head']}"
+        )
     res["annotate"]["per_label"] = per_label
     res["annotate"]["retrains_logged"] = retrains_in(log_slice(stack.worker_log, offset), pid)
 
@@ -453,8 +478,10 @@ def webhooks(stack: Stack, store: Store, pid: int, truth, text_of, args, res: di
     res["webhook"]["non_200"] = bad
     res["webhook"]["webhook_ms"] = summary(hook_ms)
     res["webhook"]["health_ms"] = summary(health_ms)
-    log(f"{args.webhooks} webhooks: p50 {pct(hook_ms, 50):.2f} ms p99 {pct(hook_ms, 99):.2f} ms "
-        f"max {max(hook_ms):.2f} ms; /health p50 {pct(health_ms, 50):.2f} ms")  # fmt: skip
+    log(
+        f"{args.webhooks} webhooks: p50 {pct(hook_ms, 50):.2f} ms p99 {pct(hook_ms, 99):.2f} ms "
+        f"max {max(hook_ms):.2f} ms; /health p50 {pct(health_ms, 50):.2f} ms"
+    )
 
     def drained() -> bool:
         stack.check_alive()

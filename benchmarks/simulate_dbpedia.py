@@ -57,7 +57,9 @@ TEST_FRACTION = 0.2
 TEST_SEED_OFFSET = 10_000  # the same-prevalence test set of random state s uses s + this
 
 # name -> (simulate.run method, RankerConfig keyword arguments). A new variant is one line.
-# The ladder from the paper's loop to the default adds one ingredient per row.
+# The ladder from the paper's loop to the default adds one ingredient per row. Rows that
+# measured no gain left with their knobs (the Beta bandit, the neighbour correction, mixup,
+# entropy, SEALS's and the centroid's pseudo-negatives): docs/benchmarks.md, "Removed".
 _PAPER = {
     "strategy": "adaptive",
     "human_weight": 1.0,
@@ -65,8 +67,6 @@ _PAPER = {
     "lexical_dims": 0,
     "bottom_fraction": 0.5,
 }
-# the default until 2026-11: the class bandit over its last 20 picks, human labels weigh 5
-_BANDIT = {"class_choice": "bandit", "precision_window": 20, "human_weight": 5.0}
 _SEALS = {"seals_above": 0}  # on the benchmark's ~20k-row pools too (default: from 200k)
 VARIANTS: dict[str, tuple[str, dict]] = {
     "random": ("random", {}),
@@ -75,14 +75,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "paper": ("system", _PAPER),  # adaptive query, pseudo-negatives, f_a = 100
     "+positive": ("system", {**_PAPER, "strategy": "positive"}),  # most-likely-positive query
     "+hweight": ("system", {**_PAPER, "strategy": "positive", "human_weight": 5.0}),
-    "+bandit": ("system", {**_BANDIT, "lexical_dims": 0, "bottom_fraction": 0.5}),
-    "+lexical": ("system", {**_BANDIT, "bottom_fraction": 0.5}),  # + the pool's words (LSA)
-    "+bottom95": ("system", {**_BANDIT, "bottom_fraction": 0.95}),  # + a wider negative band
-    # + the class chosen by its first choice's logit, calibrated per class
-    "+calibrated": ("system", {**_BANDIT, "class_choice": "calibrated", "bottom_fraction": 0.95}),
-    "default": ("system", {}),  # + retuned: 40 picks, the bottom 99%, human weight 2
-    "bandit": ("system", {"class_choice": "bandit"}),  # the default with the Beta bandit
-    "probability": ("system", {"class_choice": "probability"}),  # ... by raw probability
+    # + the pool's words (LSA), the calibrated class choice, the bottom 99%, human weight 2
+    "default": ("system", {}),
+    "no_lexical": ("system", {"lexical_dims": 0}),  # the default on the embedding alone
+    "probability": ("system", {"class_choice": "probability"}),  # class by raw probability
     "hweight5": ("system", {"human_weight": 5.0}),
     "bottom95": ("system", {"bottom_fraction": 0.95}),
     "lexical128": ("system", {"lexical_dims": 128}),
@@ -91,25 +87,15 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "fa10": ("system", {"f_a": 10}),  # fewer pseudo-negatives than the paper's f_a = 100
     "fa30": ("system", {"f_a": 30}),
     "margin": ("system", {"strategy": "margin"}),  # the default with margin queries
-    "neighbours": ("system", {"neighbours": 10}),  # + nearest-labelled-neighbour correction
-    # issue 4: the margin phase's uncertainty measures, augmentation, SEALS candidate pools
+    # issue 4: the margin phase's uncertainty measures, SEALS candidate pools
     "ad_margin": ("system", {"strategy": "adaptive"}),
-    "ad_entropy": ("system", {"strategy": "adaptive", "uncertainty": "entropy"}),
     "ad_density": ("system", {"strategy": "adaptive", "uncertainty": "information_density"}),
-    "augment": ("system", {"augment": 2}),  # 2 mixup positives per real one
     # SEALS although the pool is small: each step ranks the labelled rows, their 100
     # nearest neighbours by the embedding (as the worker indexes a pool) and a sample of a
     # tenth of the pool (2,000 rows), not every row
     "seals": ("system", _SEALS),
     # ... with neighbours by every column (embedding and lexical), not the embedding alone
     "seals_all": ("system", _SEALS),
-    # ... with pseudo-negatives from the bottom of the positives' centroid, not of the last
-    # ranker (what SEALS did before its working set was kept between steps)
-    "seals+centroid": ("system", {**_SEALS, "pseudo_rank": "centroid"}),
-    # SEALS's pseudo-negatives (from its working set) with the queue over every row
-    "seals_negatives": ("system", {"pseudo_source": "seals"}),
-    # the centroid's pseudo-negatives, the queue over every row
-    "centroid_negatives": ("system", {"pseudo_rank": "centroid"}),
 }
 # these index every column; the others the embedding, as the worker does
 INDEX_EVERY_COLUMN = {"seals_all"}
@@ -212,8 +198,9 @@ def run_job(job: Job) -> dict:
         X, lexical = pool_features(b.X[rows], [b.data.texts[i] for i in rows], dims, job.seed)
         protos = pad_prototypes(b.prototypes, dims)
         columns = None if job.variant in INDEX_EVERY_COLUMN else b.X.shape[1]
-        res = run(X, labels, targets, seeds, b.budget, method, config, protos,
-                  index_columns=columns)  # fmt: skip
+        res = run(
+            X, labels, targets, seeds, b.budget, method, config, protos, index_columns=columns
+        )
     # The label state keeps insertion order: the seeds first, then the rows asked for.
     asked = [int(r) for r in list(res.state.labels)[len(seeds) :]] if res.state else []
     ks = [k for k in CHECKPOINTS if k <= b.budget]
@@ -272,9 +259,7 @@ def summarise(results: list[dict], variants: list[str], budget: int) -> dict:
             continue
         length = min(len(r["found"]) for r in rs)
         curves = np.array([r["found"][:length] for r in rs], dtype=float)
-        recalls = {
-            k: [recall_at(r["found"], r["positives"], k) for r in rs] for k in ks
-        }  # fmt: skip
+        recalls = {k: [recall_at(r["found"], r["positives"], k) for r in rs] for k in ks}
         f1s = [mean_f1(r["f1_same_prevalence"]) for r in rs]
         f1n = [mean_f1(r["f1_natural"]) for r in rs]
         out[v] = {
@@ -355,15 +340,13 @@ def format_table(
             rec = s["recall"][k]
             cells += f"{_fmt(rec['mean']) + ' [' + _fmt(rec['min']) + ']':>16}"
         above = s.get("above_tropel")
-        mark = (
-            "(baseline)"
-            if v == "tropel"
-            else "-"
-            if above is None
-            else ("yes" if all(above.values()) else "no") + "  " + " ".join(
-                "Y" if above[k] else "n" for k in ks if k in above
-            )
-        )  # fmt: skip
+        if v == "tropel":
+            mark = "(baseline)"
+        elif above is None:
+            mark = "-"
+        else:
+            flags = " ".join("Y" if above[k] else "n" for k in ks if k in above)
+            mark = ("yes" if all(above.values()) else "no") + "  " + flags
         lines.append(
             f"{v:<11}{cells}{_fmt(s['f1_same_prevalence']):>14}{_fmt(s['f1_natural']):>12}"
             f"{s['ms_per_label_median']:>10.1f}  {mark}"
@@ -404,8 +387,10 @@ def format_paired(results: list[dict], variants: list[str], base: str = "default
     if not keys:
         return ""
     ks = [k for k in CHECKPOINTS if k <= len(found[(base, *keys[0])])]
-    lines = [f"paired with {base} over {len(keys)} pools: finds added, pools more/equal/fewer, "
-             f"sign-test p"]  # fmt: skip
+    lines = [
+        f"paired with {base} over {len(keys)} pools: finds added, pools more/equal/fewer, "
+        "sign-test p"
+    ]
     width = max(len(v) for v in variants) + 2
     for v in variants:
         if v == base or not all((v, *key) in found for key in keys):

@@ -1,21 +1,18 @@
 """Which class asks next: every class has a first choice, and one of them goes first.
 
-The loop's misses are choices of class, not of item: tracing two dbpedia14 runs of the
-Beta bandit, at each of its 36 misses some other class's first choice was a rare item. Two
-estimates of how likely a class's first choice is a positive, each drawn from (Thompson
-sampling) so that an early miss does not shut a class out:
-
-- `bandit`: the class's recent precision, Beta(prior + hits, misses) over its last picks.
-  It cannot see a class running dry until the misses come.
-- `calibrated` (the default): the class's own logit for its first choice, through a Platt
-  calibration P(hit) = σ(a·logit + b_c), fitted on the logits the classes' recent picks
-  had when they were asked for (one slope, an offset per class). A class's logits are not
-  comparable with another's (class weights, human weights, a hard class's scores run
-  high); the offset is what makes them so. A class that has found its positives shows it
-  at once: its first choice's logit drops.
+The loop's misses are choices of class, not of item: tracing two dbpedia14 runs of a Beta
+bandit over each class's recent precision, at each of its 36 misses some other class's
+first choice was a rare item. The bandit cannot see a class running dry until the misses
+come; the choice here reads the class's own logit for its first choice, through a Platt
+calibration P(hit) = σ(a·logit + b_c), fitted on the logits the classes' recent picks had
+when they were asked for (one slope, an offset per class). A class's logits are not
+comparable with another's (class weights, human weights, a hard class's scores run high);
+the offset is what makes them so. A class that has found its positives shows it at once:
+its first choice's logit drops. The class is drawn from the posterior (Thompson
+sampling), so that an early miss does not shut a class out.
 
 On 16 dbpedia14 pools the calibrated choice (with the retuned defaults) found more positives
-than the bandit on 13 and as many on 3 (README, "Benchmark").
+than the bandit on 13 and as many on 3 (docs/benchmarks.md); the bandit was removed.
 """
 
 from __future__ import annotations
@@ -23,19 +20,6 @@ from __future__ import annotations
 import numpy as np
 
 from model.rankers import sigmoid
-
-
-def beta_choice(
-    hits: list[tuple[int, int]], prior: tuple[float, float], rng: np.random.Generator | None
-) -> tuple[np.ndarray, int]:
-    """(posterior mean precision per class, the class drawn to ask first; without `rng`,
-    the class of highest mean)."""
-    a, b = prior
-    mean = np.array([(a + h) / (a + b + n) for h, n in hits])
-    if rng is None:
-        return mean, int(np.argmax(mean))
-    draws = [rng.beta(a + h, b + n - h) for h, n in hits]
-    return mean, int(np.argmax(draws))
 
 
 def platt_fit(

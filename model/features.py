@@ -49,9 +49,12 @@ class LexicalFeatures:
         self.n_fitted_ = len(texts)
         small = len(texts) < 50  # too few documents to drop words seen once
         self.tfidf_ = TfidfVectorizer(
-            sublinear_tf=True, ngram_range=(1, 2), min_df=1 if small else 2,
-            max_df=1.0 if small else 0.5, dtype=np.float32,
-        )  # fmt: skip
+            sublinear_tf=True,
+            ngram_range=(1, 2),
+            min_df=1 if small else 2,
+            max_df=1.0 if small else 0.5,
+            dtype=np.float32,
+        )
         try:
             T = self.tfidf_.fit_transform(texts)
         except ValueError:  # no word left (empty or stop-word-only texts): no lexical signal

@@ -6,7 +6,8 @@ annotation of class A is a positive for A and a negative for every other target;
 multi-label annotation (a frozenset of classes) is a positive for each class it names and a
 negative only for the targets it does not name.
 Pseudo-negatives are the machine's guesses, replaced at every retrain. `asked_by` remembers
-which class asked for a task, so each class's recent precision can be measured.
+which class asked for a task, and `asked_score` its logit then, so each class's recent
+picks calibrate its choice (model.class_choice).
 """
 
 from __future__ import annotations
@@ -44,9 +45,6 @@ class LabelState:
         for pseudo in self.pseudo_negatives.values():
             pseudo.discard(task)
 
-    def remove(self, task: TaskId) -> None:
-        self.labels.pop(task, None)
-
     def positives(self, target: str) -> set[TaskId]:
         self._check(target)
         return {t for t, lab in self.labels.items() if has(lab, target)}
@@ -72,22 +70,13 @@ class LabelState:
     def recent_asks(self, target: str, window: int) -> tuple[np.ndarray, np.ndarray]:
         """(logits when asked, hits) of the last `window` labelled queries of this class that
         carry a logit."""
-        asked = self._recent(target, window, scored=True)
+        asked = [
+            t
+            for t, c in self.asked_by.items()
+            if c == target and t in self.labels and t in self.asked_score
+        ][-window:]
         logits = np.array([self.asked_score[t] for t in asked], dtype=np.float64)
         return logits, np.array([has(self.labels[t], target) for t in asked], dtype=np.float64)
-
-    def recent_hits(self, target: str, window: int) -> tuple[int, int]:
-        """(positives, labelled) among the last `window` labelled tasks this class asked for."""
-        recent = self._recent(target, window)
-        return sum(has(self.labels[t], target) for t in recent), len(recent)
-
-    def _recent(self, target: str, window: int, scored: bool = False) -> list[TaskId]:
-        """The last `window` labelled tasks this class asked for (with a logit, if `scored`)."""
-        asked = [
-            t for t, c in self.asked_by.items()
-            if c == target and t in self.labels and (not scored or t in self.asked_score)
-        ]  # fmt: skip
-        return asked[-window:]
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {

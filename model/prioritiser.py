@@ -6,6 +6,7 @@ label state, then `queue(n)` for the next tasks to label and `predict` for any v
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
@@ -14,10 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.class_choice import beta_choice, calibrated_choice
+from model.class_choice import calibrated_choice
 from model.features import pad_prototypes
-from model.labels import LabelState, has
-from model.neighbours import neighbour_posterior
+from model.labels import LabelState
 from model.rankers import (
     CosineRanker,
     LinearRanker,
@@ -25,13 +25,13 @@ from model.rankers import (
     fit_class_ranker,
     project,
 )
-from model.strategies import UNCERTAINTY, ClassContext, combine, get_strategy
+from model.strategies import STRATEGIES, UNCERTAINTY, ClassContext, combine
 
 if TYPE_CHECKING:  # for the hints only: hnswlib is imported where a pool needs SEALS
     from model.screening import PoolRarity
     from model.seals import PoolIndex, WorkingSet
 
-CLASS_CHOICES = ("calibrated", "bandit", "probability")
+CLASS_CHOICES = ("calibrated", "probability")
 # From this many tasks a pool is "large": its vectors are stored as float16 (`Pool.compact`)
 # and each step ranks a SEALS working set instead of every row.
 LARGE_POOL = 200_000
@@ -39,29 +39,27 @@ LARGE_POOL = 200_000
 
 @dataclass
 class RankerConfig:
+    """The ranker's parameters, with their defaults (the service's settings table,
+    `backend/settings.py`, reads these) and their validation."""
+
     f_a: float = 100.0  # pseudo-negatives per (|Lp| + 0.1 |Ln|), as in the paper
     strategy: str = "positive"
     uncertainty: str = "margin"  # the adaptive strategy's second phase
     density_beta: float = 1.0
-    augment: int = 0  # synthetic positives per real one (mixup in embedding space); 0 = off
     C: float = 10.0
     # Pseudo-negatives come from the lowest-ranked 99% (the paper: 50%), never from the top
     # 300 rows. The top holds a rare class's positives; below it, the wide band brings the
-    # common classes that border the class into the sample (benchmark rows +lexical,
-    # +bottom95, bottom80, bottom95).
+    # common classes that border the class into the sample (benchmark rows bottom80,
+    # bottom95).
     bottom_fraction: float = 0.99
     keep_top: int = 300  # on a small pool the top 1% is too few rows
     human_weight: float = 2.0  # weight of a human label relative to a pseudo-negative
-    neighbours: int = 0  # k of the nearest-labelled-neighbour correction (measured: no gain)
-    refine_top: int = 200  # candidates per class that the correction rescores
     # Which class asks first (model.class_choice): "calibrated" (its first choice's logit
-    # through a per-class Platt offset), "bandit" (its recent precision) or "probability"
-    # (its first choice's probability as the ranker gives it).
+    # through a per-class Platt offset, drawn from its posterior) or "probability" (its
+    # first choice's probability as the ranker gives it).
     class_choice: str = "calibrated"
-    precision_window: int = 40  # recent picks per class that estimate its precision
-    precision_prior: tuple[float, float] = (4.5, 0.5)  # Beta prior: optimistic, worth 5 picks
+    precision_window: int = 40  # recent picks per class that calibrate its offset
     offset_prior_sd: float = 1.5  # prior sd of the Platt offsets
-    thompson: bool = True  # draw the class from its posterior (explore); False: the mean
     # SEALS (Coleman et al. 2020) on large pools: each step ranks a working set, the
     # unlabelled k nearest neighbours of labelled items (and of the class prototypes), found
     # with an HNSW index, and a uniform sample of the pool. Not on smaller pools: with the
@@ -70,14 +68,6 @@ class RankerConfig:
     seals_above: int | None = LARGE_POOL  # pool size from which SEALS is used; 0 = always
     # the sample: a tenth of the pool, at least 2,000 and at most 20,000 rows; or this many
     seals_sample: int | None = None
-    # Where a small pool's pseudo-negatives come from: "pool" (every unlabelled row) or
-    # "seals" (the SEALS working set: the labelled items' neighbours and the sample, i.e.
-    # harder negatives), while the queue still ranks every row. A large pool always uses
-    # the working set.
-    pseudo_source: str = "pool"
-    # Which ranking the pseudo-negatives come from the bottom of: "previous" (the class's
-    # ranker before this label) or "centroid" (cosine to its positives' centroid).
-    pseudo_rank: str = "previous"
     # A class with no positive yet ranks by its prototype blended with the pool's outlier
     # rarity (benchmarks/screening_prior.py: +30% recall at zero labels with LOF at 0.05).
     outlier_prior: float = 0.05
@@ -87,35 +77,38 @@ class RankerConfig:
     random_state: int = 0
 
     def __post_init__(self) -> None:
-        get_strategy(self.strategy)
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"unknown strategy {self.strategy!r}; choose from {sorted(STRATEGIES)}"
+            )
         if self.uncertainty not in UNCERTAINTY:
             raise ValueError(
-                f"unknown uncertainty {self.uncertainty!r}; choose from {list(UNCERTAINTY)}"
+                f"unknown uncertainty {self.uncertainty!r}; choose from {sorted(UNCERTAINTY)}"
             )
-        if self.f_a < 0:
-            raise ValueError(f"f_a must be >= 0, got {self.f_a}")
-        if self.lexical_dims < 0:
-            raise ValueError(f"lexical_dims must be >= 0, got {self.lexical_dims}")
         if self.class_choice not in CLASS_CHOICES:
             raise ValueError(
                 f"unknown class_choice {self.class_choice!r}; choose from {list(CLASS_CHOICES)}"
             )
-        if self.pseudo_source not in ("pool", "seals"):
-            raise ValueError(f"pseudo_source must be 'pool' or 'seals', got {self.pseudo_source!r}")
-        if self.pseudo_rank not in ("previous", "centroid"):
-            raise ValueError(
-                f"pseudo_rank must be 'previous' or 'centroid', got {self.pseudo_rank!r}"
-            )
+        for name in ("f_a", "C", "outlier_prior"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
+        if self.f_a < 0:
+            raise ValueError(f"f_a must be >= 0, got {self.f_a}")
+        if self.C <= 0:
+            raise ValueError(f"C must be > 0, got {self.C}")
+        if not 0 <= self.outlier_prior <= 1:
+            raise ValueError(f"outlier_prior must be in [0, 1], got {self.outlier_prior}")
+        if not 0 <= self.lexical_dims <= 4096:
+            raise ValueError(f"lexical_dims must be in [0, 4096], got {self.lexical_dims}")
+        if self.seals_above is not None and self.seals_above < 0:
+            raise ValueError(f"seals_above must be >= 0 or 'off', got {self.seals_above}")
         if not 0 < self.bottom_fraction <= 1:
             raise ValueError(f"bottom_fraction must be in (0, 1], got {self.bottom_fraction}")
 
-    def seals_view(self, n: int) -> bool:
-        """Whether a pool of `n` rows is ranked through a SEALS working set."""
-        return self.seals_above is not None and n >= self.seals_above
-
     def needs_index(self, n: int) -> bool:
-        """Whether a pool of `n` rows needs a neighbour index (see `Prioritiser.fit`)."""
-        return self.seals_view(n) or (self.pseudo_source == "seals" and self.f_a > 0)
+        """Whether a pool of `n` rows is ranked through a SEALS working set, and so needs a
+        neighbour index."""
+        return self.seals_above is not None and n >= self.seals_above
 
 
 def prototype_text(target: str, description: str | None = None) -> str:
@@ -202,12 +195,8 @@ class Prioritiser:
         the rows read only) is the exploration prior of classes with no positive yet.
         """
         self.view_ = None
-        if not self.config.seals_view(len(pool.ids)):
-            near = None
-            if self.config.needs_index(len(pool.ids)):  # pseudo-negatives from a working set
-                near = self._seals_rows(pool, state, index)
-            whole = None if rarity is None else rarity[:]
-            return self._fit(pool, state, whole, pseudo_from=near)
+        if not self.config.needs_index(len(pool.ids)):
+            return self._fit(pool, state, None if rarity is None else rarity[:])
         rows = self._seals_rows(pool, state, index)
         if self.working_ is None or self.working_.source is not pool.X:
             from model.seals import WorkingSet
@@ -258,34 +247,32 @@ class Prioritiser:
         wanted = self.config.seals_sample
         return min(n, wanted if wanted is not None else min(20_000, max(2_000, n // 10)))
 
-    def _fit(
-        self,
-        pool: Pool,
-        state: LabelState,
-        rarity: np.ndarray | None,
-        pseudo_from: np.ndarray | None = None,
-    ) -> Prioritiser:
+    def _fit(self, pool: Pool, state: LabelState, rarity: np.ndarray | None) -> Prioritiser:
         labelled = np.zeros(len(pool.ids), dtype=bool)
         self.labelled_ = pool.rows(state.labels)
         labelled[self.labelled_] = True
-        self.label_of_labelled_ = [state.labels[pool.ids[i]] for i in self.labelled_]
         self.X_ = pool.X
         self.unlabelled_ = np.flatnonzero(~labelled)
-        source = self.unlabelled_  # the rows pseudo-negatives are drawn from
-        if pseudo_from is not None:
-            source = np.intersect1d(self.unlabelled_, pseudo_from, assume_unique=True)
-        before = self._previous_scores(pool) if self.config.pseudo_rank == "previous" else None
+        before = self._previous_scores(pool)
+        cfg = self.config
         self.contexts_: list[ClassContext] = []
         for j, target in enumerate(self.targets):
             pos, neg = pool.rows(state.positives(target)), pool.rows(state.negatives(target))
-            previous = None if before is None else before[:, j]
             ranker, pseudo = fit_class_ranker(
-                pool.X, pos, neg, source, previous, self.prototypes.get(target),
-                previous=self.rankers_.get(target), f_a=self.config.f_a, C=self.config.C,
-                bottom_fraction=self.config.bottom_fraction, keep_top=self.config.keep_top,
-                human_weight=self.config.human_weight, augment=self.config.augment,
+                pool.X,
+                pos,
+                neg,
+                self.unlabelled_,
+                None if before is None else before[:, j],
+                self.prototypes.get(target),
+                previous=self.rankers_.get(target),
+                f_a=cfg.f_a,
+                C=cfg.C,
+                bottom_fraction=cfg.bottom_fraction,
+                keep_top=cfg.keep_top,
+                human_weight=cfg.human_weight,
                 rng=self.rng,
-            )  # fmt: skip
+            )
             self.rankers_[target] = ranker
             state.set_pseudo_negatives(target, [pool.ids[i] for i in pseudo.tolist()])
             self.contexts_.append(
@@ -301,12 +288,8 @@ class Prioritiser:
                 blend = blend_prior(self.scores_[:, j], rarity, self.config.outlier_prior)
                 self.scores_[:, j] = 2 * blend - 1
         self.ids_ = list(pool.ids)
-        window, choice = self.config.precision_window, self.config.class_choice
-        # the evidence the class choice reads (model.class_choice), and only that
-        if choice == "bandit":
-            self.hits_ = [state.recent_hits(t, window) for t in self.targets]
-        elif choice == "calibrated":
-            self.asks_ = [state.recent_asks(t, window) for t in self.targets]
+        if self.config.class_choice == "calibrated":  # the evidence the class choice reads
+            self.asks_ = [state.recent_asks(t, self.config.precision_window) for t in self.targets]
         return self
 
     def _previous_scores(self, pool: Pool) -> np.ndarray | None:
@@ -334,10 +317,8 @@ class Prioritiser:
             raise RuntimeError("call fit() before queue()")
         cand = self.unlabelled_
         P = self._probability(self.scores_[cand])
-        if self.config.neighbours > 0 and len(self.labelled_) > 0:
-            self._refine(P, cand, max(n, self.config.refine_top))
         logits = np.log(np.clip(P, 1e-9, 1)) - np.log(np.clip(1 - P, 1e-9, 1))
-        strategy = get_strategy(self.config.strategy)
+        strategy = STRATEGIES[self.config.strategy]
         contexts = self.contexts_
         if "information_density" in (self.config.strategy, self.config.uncertainty):
             density = self.density(cand)
@@ -365,17 +346,10 @@ class Prioritiser:
     def _choose_class(self, keys: list[np.ndarray], logits: np.ndarray) -> None:
         """`head_class_`, whose first choice goes first, and `class_precision_`, which orders
         the classes in the rest of the queue (see model.class_choice)."""
-        choice = self.config.class_choice
-        if choice == "bandit":
-            prior = self.config.precision_prior
-            self.class_precision_, self.head_class_ = beta_choice(
-                self.hits_, prior, self.rng if self.config.thompson else None
-            )
-        elif choice == "calibrated" and len(logits):
+        if self.config.class_choice == "calibrated" and len(logits):
             heads = logits[[int(np.argmin(k)) for k in keys], np.arange(len(keys))]
-            sd = self.config.offset_prior_sd
             self.class_precision_, self.head_class_ = calibrated_choice(
-                heads, self.asks_, sd, self.rng if self.config.thompson else None
+                heads, self.asks_, self.config.offset_prior_sd, self.rng
             )
         else:  # the most probable head first (combine's tiebreak)
             self.class_precision_, self.head_class_ = np.zeros(len(keys)), None
@@ -390,16 +364,6 @@ class Prioritiser:
         for s in range(0, len(rows), chunk):
             out[s : s + chunk] = project(self.X_[rows[s : s + chunk]], centre)
         return out
-
-    def _refine(self, P: np.ndarray, cand: np.ndarray, m: int) -> None:
-        """Correct each class's `m` most probable candidates by their labelled neighbours."""
-        X_lab = self.X_[self.labelled_]
-        for j, target in enumerate(self.targets):
-            top = np.argpartition(-P[:, j], m - 1)[:m] if m < len(cand) else np.arange(len(cand))
-            y = np.array([has(lab, target) for lab in self.label_of_labelled_], np.float32)
-            P[top, j] = neighbour_posterior(
-                self.X_[cand[top]], X_lab, y, P[top, j], k=self.config.neighbours
-            )
 
     def _probability(self, scores: np.ndarray) -> np.ndarray:
         return class_probabilities(

@@ -70,7 +70,7 @@ class LinearRanker:
 
     stage = "linear"
 
-    def __init__(self, C: float = 10.0, class_weight: str | None = "balanced", max_iter: int = 200):
+    def __init__(self, C: float, class_weight: str | None = "balanced", max_iter: int = 200):
         self.C = C
         self.class_weight = class_weight
         self.max_iter = max_iter
@@ -142,8 +142,8 @@ def sample_pseudo_negatives(
     unlabelled: np.ndarray,
     n: int,
     rng: np.random.Generator,
-    bottom_fraction: float = 0.5,
-    keep_top: int = 0,
+    bottom_fraction: float,
+    keep_top: int,
 ) -> np.ndarray:
     """Draw `n` rows uniformly from the lowest-scored `bottom_fraction` of the unlabelled,
     never from their `keep_top` highest-scored (on a small pool, a share is too few rows)."""
@@ -164,19 +164,19 @@ def fit_class_ranker(
     prototype: np.ndarray | None,
     *,
     previous: CosineRanker | LinearRanker | None = None,
-    f_a: float = 100.0,
-    C: float = 10.0,
-    bottom_fraction: float = 0.5,
-    keep_top: int = 0,
-    human_weight: float = 1.0,
-    augment: int = 0,
+    f_a: float,
+    C: float,
+    bottom_fraction: float,
+    keep_top: int,
+    human_weight: float,
     rng: np.random.Generator,
 ) -> tuple[CosineRanker | LinearRanker, np.ndarray]:
     """Fit the stage that the labels allow; return the ranker and the pseudo-negatives used.
 
     `current_scores` is the ranking the pseudo-negatives are drawn from (the class's previous
     scores); without it, the centroid of the positives ranks the pool for that purpose.
-    A `previous` linear ranker is refitted in place (warm start).
+    A `previous` linear ranker is refitted in place (warm start). The parameters have no
+    defaults here: `model.prioritiser.RankerConfig` holds them.
     """
     none = np.empty(0, dtype=np.int64)
     if len(pos) == 0:
@@ -197,19 +197,5 @@ def fit_class_ranker(
     # A human label is worth `human_weight` pseudo-negatives: the few hard negatives a person
     # labelled near the boundary must not drown among thousands of easy machine ones.
     w = np.concatenate([np.full(len(pos) + len(neg), human_weight), np.ones(len(pseudo))])
-    Xt = X[rows]
-    if augment > 0 and len(pos) > 1:
-        extra = mixup(X[pos], augment * len(pos), rng)
-        Xt = np.vstack([Xt, extra])
-        y = np.concatenate([y, np.ones(len(extra))])
-        w = np.concatenate([w, np.full(len(extra), human_weight)])
     linear = previous if isinstance(previous, LinearRanker) and previous.C == C else LinearRanker(C)
-    return linear.fit(Xt, y, sample_weight=w), pseudo
-
-
-def mixup(X_pos: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Synthetic positives between random pairs of real ones, back on the unit sphere."""
-    i, j = rng.integers(0, len(X_pos), size=(2, n))
-    lam = rng.uniform(0.2, 0.8, size=(n, 1)).astype(np.float32)
-    mixed = lam * X_pos[i] + (1 - lam) * X_pos[j]
-    return (mixed / np.linalg.norm(mixed, axis=1, keepdims=True)).astype(np.float32)
+    return linear.fit(X[rows], y, sample_weight=w), pseudo

@@ -165,8 +165,9 @@ def retain(
     if int(seed) < 0:
         raise DataError(f"--random-state must be >= 0, got {seed}")
     default = parse_fraction(default, "--default")
-    ratios = resolve_ratios({k: parse_fraction(v, f"--ratio {k}") for k, v in ratios.items()},
-                            labels)  # fmt: skip
+    ratios = resolve_ratios(
+        {k: parse_fraction(v, f"--ratio {k}") for k, v in ratios.items()}, labels
+    )
     arr = np.asarray(labels, dtype=object)
     kept = []
     for lab in sorted(set(labels)):

@@ -464,10 +464,14 @@ def write_screen_outputs(rep: ScreenReport, out: Path) -> None:
             [rep.rarity[~is_small], rep.rarity[is_small]],
             bins=bins,
             stacked=True,
-            label=["other labels", f"small classes ({', '.join(sorted(small)[:4])}"
-                   + (", ..." if len(small) > 4 else "") + ")"],
+            label=[
+                "other labels",
+                f"small classes ({', '.join(sorted(small)[:4])}"
+                + (", ..." if len(small) > 4 else "")
+                + ")",
+            ],
             color=["tab:blue", "tab:orange"],
-        )  # fmt: skip
+        )
     else:
         ax.hist(rep.rarity, bins=bins, color="tab:blue", label="tasks")
     ax.axvline(rep.threshold, color="k", linestyle="--", label=f"threshold {rep.threshold}")

@@ -7,8 +7,8 @@ set grows by at most k rows per new label, so a selection costs O(|L| k d), what
 
 Two pieces:
 
-- `NeighbourIndex`: an HNSW graph (hnswlib, inner product on L2-normalised vectors, i.e.
-  cosine) over the pool's vectors, keyed by pool row. Rows are added incrementally as
+- `NeighbourIndex`: an HNSW graph (hnswlib, cosine) over the pool's vectors, keyed by pool
+  row. Rows are added incrementally as
   tasks are imported; the index grows its capacity by doubling.
 - `SealsCandidates`: the per-label cache. Each labelled row is queried once, when it is
   first seen; its k neighbours join the candidate union. Nothing is re-queried for later
@@ -18,13 +18,13 @@ Two pieces:
   into that row's neighbour list exactly (brute force over the new rows only, see
   `added`), so incremental imports are not missed.
 
-`seals_candidates(...)` is the one-call form used by the prioritiser.
+`PoolIndex` keeps a pool's index with its task ids (and on disk); `WorkingSet` the rows a
+SEALS step ranks, between steps.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,23 +43,19 @@ DEFAULT_EF = 512  # raised to k when k is larger: hnswlib needs ef >= k
 
 
 class NeighbourIndex:
-    """An incremental ANN index over pool rows (hnswlib HNSW, cosine via inner product).
+    """An incremental ANN index over pool rows (hnswlib HNSW, cosine).
 
     `add(rows, X)` inserts the vectors `X` (n, dim) under the integer pool rows `rows`;
     `neighbours(X_query, k)` returns the (q, k) rows of the k most similar indexed items
-    (and their similarities). Vectors are expected L2-normalised for `space="ip"`.
-    hnswlib keeps its own float32 copy of every vector (4 * dim bytes per row) plus the
-    graph (about 2 * M * 4 bytes per row at level 0).
-
-    hnswlib's `add_items` is not safe against a concurrent `knn_query` (nor is a resize),
-    so every call here holds one lock: an import in a background thread and a selection
-    may share the index.
+    (and their cosine similarities). hnswlib keeps its own float32 copy of every vector
+    (4 * dim bytes per row, normalised) plus the graph (about 2 * M * 4 bytes per row at
+    level 0). It is not safe against a concurrent query while adding: one thread (the
+    job's) uses an index at a time.
     """
 
     def __init__(
         self,
         dim: int,
-        space: str = "ip",
         M: int = DEFAULT_M,
         ef_construction: int = DEFAULT_EF_CONSTRUCTION,
         ef: int = DEFAULT_EF,
@@ -67,12 +63,10 @@ class NeighbourIndex:
         num_threads: int = 1,
         random_state: int = 0,
     ) -> None:
-        if space not in ("ip", "cosine", "l2"):
-            raise ValueError(f"space must be 'ip', 'cosine' or 'l2', got {space!r}")
-        self.dim, self.space, self.M = int(dim), space, int(M)
+        self.dim, self.M = int(dim), int(M)
         self.ef_construction, self.ef = int(ef_construction), int(ef)
         self.num_threads = int(num_threads)
-        self._index = hnswlib.Index(space=space, dim=self.dim)
+        self._index = hnswlib.Index(space="cosine", dim=self.dim)
         self._index.init_index(
             max_elements=max(int(capacity), 1),
             M=self.M,
@@ -80,8 +74,6 @@ class NeighbourIndex:
             random_seed=random_state,
         )
         self._index.set_ef(self.ef)
-        self.version = 0  # bumped by every add
-        self._lock = threading.RLock()
 
     def __len__(self) -> int:
         return self._index.get_current_count()
@@ -104,14 +96,12 @@ class NeighbourIndex:
             raise ValueError(f"expected vectors of dim {self.dim}, got shape {X.shape}")
         if rows.min() < 0:
             raise ValueError("rows must be non-negative")
-        with self._lock:
-            need = len(self) + len(rows)
-            if need > self.capacity:
-                self._index.resize_index(max(need, 2 * self.capacity))
-            for s in range(0, len(rows), chunk):
-                block = np.ascontiguousarray(X[s : s + chunk], dtype=np.float32)
-                self._index.add_items(block, rows[s : s + chunk], num_threads=self.num_threads)
-            self.version += 1
+        need = len(self) + len(rows)
+        if need > self.capacity:
+            self._index.resize_index(max(need, 2 * self.capacity))
+        for s in range(0, len(rows), chunk):
+            block = np.ascontiguousarray(X[s : s + chunk], dtype=np.float32)
+            self._index.add_items(block, rows[s : s + chunk], num_threads=self.num_threads)
 
     def neighbours(self, X_query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, similarities), both (q, k'), k' = min(k, len(self)), best first."""
@@ -119,34 +109,18 @@ class NeighbourIndex:
         k = min(int(k), len(self))
         if k <= 0 or len(X_query) == 0:
             return np.empty((len(X_query), 0), np.int64), np.empty((len(X_query), 0), np.float32)
-        with self._lock:
-            self._index.set_ef(max(self.ef, k))
-            labels, dist = self._index.knn_query(X_query, k=k, num_threads=self.num_threads)
-        sims = 1.0 - dist if self.space in ("ip", "cosine") else -dist
-        return labels.astype(np.int64), sims.astype(np.float32)
-
-    def vectors(self, rows: np.ndarray) -> np.ndarray:
-        """The float32 vectors stored for `rows` (the index holds a copy of each).
-
-        Slow (hnswlib copies row by row: ~0.1 ms a row); not for the selection path, where
-        the pool's own (float16) vectors are gathered instead.
-        """
-        rows = np.asarray(rows, dtype=np.int64).ravel()
-        if len(rows) == 0:
-            return np.empty((0, self.dim), np.float32)
-        with self._lock:
-            items = self._index.get_items(rows, return_type="numpy")
-        return np.asarray(items, dtype=np.float32)
+        self._index.set_ef(max(self.ef, k))
+        labels, dist = self._index.knn_query(X_query, k=k, num_threads=self.num_threads)
+        return labels.astype(np.int64), (1.0 - dist).astype(np.float32)
 
     def save(self, path: str) -> None:
-        with self._lock:
-            self._index.save_index(path)
+        self._index.save_index(path)
 
     @classmethod
-    def load(cls, path: str, dim: int, space: str = "ip", **kwargs) -> NeighbourIndex:
+    def load(cls, path: str, dim: int, **kwargs) -> NeighbourIndex:
         """An index saved with `save`; capacity grows again on the next `add`."""
-        self = cls(dim, space=space, capacity=1, **kwargs)
-        self._index = hnswlib.Index(space=space, dim=dim)
+        self = cls(dim, capacity=1, **kwargs)
+        self._index = hnswlib.Index(space="cosine", dim=dim)
         self._index.load_index(path)
         self._index.set_ef(self.ef)
         self.M = self._index.M
@@ -229,11 +203,9 @@ class SealsCandidates:
         return len(fresh)
 
     def _as_indexed(self, V: np.ndarray) -> np.ndarray:
-        """float32, and unit length in a "cosine" index (which normalises what it holds), so
-        that the brute-force similarities of `added` are on the index's scale."""
+        """float32 and unit length, as the index holds them, so that the brute-force
+        similarities of `added` are on the index's scale."""
         V = np.ascontiguousarray(V, dtype=np.float32)
-        if self.index.space != "cosine":
-            return V
         norms = np.linalg.norm(V, axis=1, keepdims=True)
         return np.divide(V, norms, out=np.zeros_like(V), where=norms > 0)
 
@@ -300,8 +272,8 @@ class PoolIndex:
     The leading columns are the embedding. The lexical columns after them (model.features)
     are refitted as the pool grows and the embedding never is, so an index over the
     embedding outlives a refit; `save` and `load` let it outlive a worker restart too
-    (building one costs minutes at a million rows). "cosine" space: the embedding part of
-    a pool row is scaled by the lexical setting (`with_lexical`), and cosine ignores that.
+    (building one costs minutes at a million rows). The index compares by cosine: the
+    embedding part of a pool row is scaled by the lexical setting (`with_lexical`).
     """
 
     index: NeighbourIndex
@@ -311,7 +283,7 @@ class PoolIndex:
 
     @classmethod
     def build(cls, ids: Sequence[Hashable], X: np.ndarray, dim: int) -> PoolIndex:
-        index = NeighbourIndex(dim, space="cosine", capacity=len(ids))
+        index = NeighbourIndex(dim, capacity=len(ids))
         index.add(np.arange(len(ids)), X[:, :dim])
         rows = np.unique(np.linspace(0, len(ids) - 1, min(64, len(ids))).astype(np.int64))
         return cls(index, list(ids), probe=(rows, X[rows, :dim].copy()))
@@ -374,7 +346,7 @@ class PoolIndex:
                 ids, saved_dim = saved["ids"].tolist(), int(saved["dim"])
             if saved_dim != dim:
                 return None
-            index = NeighbourIndex.load(str(graph), dim, space="cosine")
+            index = NeighbourIndex.load(str(graph), dim)
         except (OSError, RuntimeError, ValueError, KeyError):
             return None
         if len(index) != len(ids):
@@ -427,25 +399,3 @@ class WorkingSet:
         self.ids.extend(self.pool_ids[i] for i in new.tolist())
         self.size = end
         return len(new)
-
-
-def seals_candidates(
-    index: NeighbourIndex,
-    X: np.ndarray,
-    labelled_rows: np.ndarray,
-    unlabelled_mask: np.ndarray,
-    k: int = 100,
-    cache: SealsCandidates | None = None,
-) -> np.ndarray:
-    """The unlabelled k nearest neighbours of the labelled rows (union, deduplicated, sorted).
-
-    With a `cache` (a `SealsCandidates` over the same index and k), only labelled rows not
-    seen before are queried; without one, every labelled row is queried (the reference).
-    `X` is the pool's vectors (any float dtype), `unlabelled_mask` a bool array over rows.
-    """
-    if cache is None:
-        cache = SealsCandidates(index, k)
-    elif cache.index is not index or cache.k != k:
-        raise ValueError("the cache belongs to another index or k")
-    cache.update(X, labelled_rows)
-    return cache.candidates(np.asarray(unlabelled_mask, dtype=bool))

@@ -40,25 +40,17 @@ def margin(scores: np.ndarray, ctx: ClassContext) -> np.ndarray:
     return np.abs(scores)
 
 
-def entropy(scores: np.ndarray, ctx: ClassContext) -> np.ndarray:
-    """Maximum entropy of p = sigmoid(score). For one binary class this orders the candidates
-    exactly as the margin does (both are monotone in |score|); it is here under its usual name,
-    and as the base of information density."""
-    if not ctx.linear:
-        return most_likely_positive(scores, ctx)
-    p = sigmoid(scores)
-    h = -(p * np.log(p + 1e-12) + (1 - p) * np.log(1 - p + 1e-12))
-    return -h
-
-
 def information_density(scores: np.ndarray, ctx: ClassContext) -> np.ndarray:
     """Entropy × density^beta (Settles & Craven 2008): uncertain items from dense regions
-    first, so the margin phase does not spend labels on outliers."""
+    first, so the margin phase does not spend labels on outliers. (Entropy alone orders the
+    candidates of one binary class exactly as the margin does: both are monotone in |score|.)"""
     if not ctx.linear:
         return most_likely_positive(scores, ctx)
     if ctx.density is None:
         raise ValueError("information density needs the candidates' density")
-    return entropy(scores, ctx) * np.clip(ctx.density, 1e-6, None) ** ctx.beta
+    p = sigmoid(scores)
+    entropy = -(p * np.log(p + 1e-12) + (1 - p) * np.log(1 - p + 1e-12))
+    return -entropy * np.clip(ctx.density, 1e-6, None) ** ctx.beta
 
 
 def adaptive(scores: np.ndarray, ctx: ClassContext) -> np.ndarray:
@@ -70,7 +62,6 @@ def adaptive(scores: np.ndarray, ctx: ClassContext) -> np.ndarray:
 
 UNCERTAINTY: dict[str, Strategy] = {
     "margin": margin,
-    "entropy": entropy,
     "information_density": information_density,
 }
 STRATEGIES: dict[str, Strategy] = {
@@ -78,15 +69,6 @@ STRATEGIES: dict[str, Strategy] = {
     "positive": most_likely_positive,
     **UNCERTAINTY,
 }
-
-
-def get_strategy(name: str) -> Strategy:
-    try:
-        return STRATEGIES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown query strategy {name!r}; choose from {sorted(STRATEGIES)}"
-        ) from None
 
 
 def combine(

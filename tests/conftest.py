@@ -15,6 +15,11 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The int8 export of the embedding model is made once per machine, not once per test's
+# RARELABEL_CACHE_DIR; subprocesses inherit this.
+os.environ.setdefault(
+    "RARELABEL_MODEL_DIR", os.path.join(__import__("tempfile").gettempdir(), "rarelabel-models")
+)
 
 import csv  # noqa: E402
 import gzip  # noqa: E402

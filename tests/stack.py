@@ -164,8 +164,9 @@ class RedisServer:
 
         def up() -> bool:
             if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited ({self.process.returncode}), see "
-                                   f"{self.log_path}")  # fmt: skip
+                raise RuntimeError(
+                    f"redis-server exited ({self.process.returncode}), see {self.log_path}"
+                )
             try:
                 return bool(probe.ping())
             except redis.RedisError:
@@ -243,13 +244,15 @@ class Backend:
             return False
 
     def start_serve(self, timeout: float = 60.0) -> None:
-        proc = self._start("serve", ["rarelabel", "serve", "--host", "127.0.0.1",
-                                     "--port", str(self.port)])  # fmt: skip
+        proc = self._start(
+            "serve", ["rarelabel", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        )
 
         def up() -> bool:
             if proc.poll() is not None:
-                raise RuntimeError(f"rarelabel serve exited ({proc.returncode}):\n"
-                                   f"{self.log_tail('serve')}")  # fmt: skip
+                raise RuntimeError(
+                    f"rarelabel serve exited ({proc.returncode}):\n{self.log_tail('serve')}"
+                )
             return self.healthy()
 
         wait_for(up, timeout, "the backend's /health")
@@ -289,8 +292,9 @@ class Backend:
         os.killpg(self.procs["worker"].pid, signal.SIGCONT)
 
     def request(self, method: str, path: str, auth: bool = True, **kw: Any) -> httpx.Response:
-        return httpx.request(method, f"{self.url}{path}", auth=self.auth if auth else None,
-                             timeout=10, **kw)  # fmt: skip
+        return httpx.request(
+            method, f"{self.url}{path}", auth=self.auth if auth else None, timeout=10, **kw
+        )
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.logs[name]
@@ -349,8 +353,10 @@ class Recovery:
     since_change: float  # from the last change made in Label Studio during the fault
 
     def __str__(self) -> str:
-        return (f"[recovery] {self.fault}: converged {self.seconds:.1f} s after the fault "
-                f"ended ({self.since_change:.1f} s after the last change)")  # fmt: skip
+        return (
+            f"[recovery] {self.fault}: converged {self.seconds:.1f} s after the fault "
+            f"ended ({self.since_change:.1f} s after the last change)"
+        )
 
 
 class Stack:
@@ -370,8 +376,11 @@ class Stack:
         self.tmp = tmp
         self.studio = studio
         self.redis = RedisServer(tmp, appendonly=aof)
-        settings = {**(FAST_INTERVALS if intervals is None else intervals),
-                    "RARELABEL_QUEUE_SIZE": "30", **(env or {})}  # fmt: skip
+        settings = {
+            **(FAST_INTERVALS if intervals is None else intervals),
+            "RARELABEL_QUEUE_SIZE": "30",
+            **(env or {}),
+        }
         self.backend = Backend(tmp, self.redis.url, studio, settings)
         self.client = ls.make_client(studio.url, studio.token, timeout=60)
         self.store = Store(connect(self.redis.url))
@@ -406,16 +415,21 @@ class Stack:
         pid = int(self.client.projects.create(title=title, label_config=LABEL_CONFIG).id)
         self.client.projects.import_tasks(pid, request=[{"text": text} for _, text in rows])
         label_of_text = {text: label for label, text in rows}
-        truth = {int(t["id"]): label_of_text[t["data"]["text"]]
-                 for t in ls.fetch_tasks(self.client, pid)}  # fmt: skip
+        truth = {
+            int(t["id"]): label_of_text[t["data"]["text"]] for t in ls.fetch_tasks(self.client, pid)
+        }
         assert len(truth) == len(rows)
         ml = self.connect(pid, {"targets": list(targets)}, basic_auth)
         p = Project(pid, truth, ml, list(targets))
         t0 = time.monotonic()
-        self.wait(lambda: self.ready(p), timeout, f"the first ranking of project {pid}", p=p,
-                  every=1.0)  # fmt: skip
-        print(f"[stack] project {pid}: {len(truth)} tasks ranked and configured in "
-              f"{time.monotonic() - t0:.1f} s", flush=True)  # fmt: skip
+        self.wait(
+            lambda: self.ready(p), timeout, f"the first ranking of project {pid}", p=p, every=1.0
+        )
+        print(
+            f"[stack] project {pid}: {len(truth)} tasks ranked and configured in "
+            f"{time.monotonic() - t0:.1f} s",
+            flush=True,
+        )
         return p
 
     def connect(self, pid: int, extra: dict, basic_auth: tuple[str, str] | None) -> int:
@@ -423,12 +437,18 @@ class Stack:
         if basic_auth is None:
             return ls.connect_backend(self.client, pid, self.backend.url, extra_params=extra)
         if "basic_auth" in inspect.signature(ls.connect_backend).parameters:
-            return ls.connect_backend(self.client, pid, self.backend.url, extra_params=extra,
-                                      basic_auth=basic_auth)  # fmt: skip
+            return ls.connect_backend(
+                self.client, pid, self.backend.url, extra_params=extra, basic_auth=basic_auth
+            )
         created = self.client.ml.create(
-            project=pid, url=self.backend.url, title="rarelabel", auth_method="BASIC_AUTH",
-            basic_auth_user=basic_auth[0], basic_auth_pass=basic_auth[1], extra_params=extra,
-        )  # fmt: skip
+            project=pid,
+            url=self.backend.url,
+            title="rarelabel",
+            auth_method="BASIC_AUTH",
+            basic_auth_user=basic_auth[0],
+            basic_auth_pass=basic_auth[1],
+            extra_params=extra,
+        )
         return int(created.id)
 
     def ready(self, p: Project) -> bool:
@@ -453,8 +473,9 @@ class Stack:
 
     def annotate(self, p: Project, task_id: int, label: str | None = None) -> int:
         p.annotated_at = time.time()  # before: its retrain may finish before the call returns
-        ann = ls.create_annotation(self.client, task_id, label or p.truth[task_id], FROM_NAME,
-                                   TO_NAME)  # fmt: skip
+        ann = ls.create_annotation(
+            self.client, task_id, label or p.truth[task_id], FROM_NAME, TO_NAME
+        )
         p.annotations[ann] = task_id
         return ann
 
@@ -472,8 +493,12 @@ class Stack:
         p.annotations = {a: t for a, t in p.annotations.items() if t != task_id}
 
     def ls_get(self, path: str, **params: Any) -> Any:
-        response = httpx.get(f"{self.studio.url}/api/{path}", params=params, timeout=30,
-                             headers={"Authorization": f"Token {self.studio.token}"})  # fmt: skip
+        response = httpx.get(
+            f"{self.studio.url}/api/{path}",
+            params=params,
+            timeout=30,
+            headers={"Authorization": f"Token {self.studio.token}"},
+        )
         response.raise_for_status()
         return response.json()
 
@@ -545,11 +570,16 @@ class Stack:
         try:
             labels = self.store.labels(p.id)
             lines.append(f"backend status: {self.status(p)}")
-            lines.append(f"pending events: {len(self.store.pending_events(p.id))}, set aside: "
-                         f"{self.store.set_aside_events(p.id)}")  # fmt: skip
+            lines.append(
+                f"pending events: {len(self.store.pending_events(p.id))}, set aside: "
+                f"{self.store.set_aside_events(p.id)}"
+            )
             if truth is not None:
-                diff = {t: (labels.get(t), truth.get(t)) for t in set(labels) | set(truth)
-                        if labels.get(t) != truth.get(t)}  # fmt: skip
+                diff = {
+                    t: (labels.get(t), truth.get(t))
+                    for t in set(labels) | set(truth)
+                    if labels.get(t) != truth.get(t)
+                }
                 lines.append(f"labels differing (backend, Label Studio): {diff}")
             lines.append(f"pushed: {len(self.store.pushed(p.id))} tasks")
         except Exception as e:  # noqa: BLE001 - a diagnostic must not hide the real failure
@@ -561,8 +591,9 @@ class Stack:
                 if proc is None
                 else ("running" if proc.poll() is None else f"exited with {proc.returncode}")
             )
-            lines.append(f"--- {self.backend.logs[name]} ({name} {state}; last lines outside "
-                         "tracebacks) ---")  # fmt: skip
+            lines.append(
+                f"--- {self.backend.logs[name]} ({name} {state}; last lines outside tracebacks) ---"
+            )
             lines.extend(self.backend.log_summary(name, 25))
         return "\n".join(lines)
 
@@ -637,9 +668,14 @@ def fault_worker_kill(st: Stack, p: Project, bound: float) -> Recovery:
     st.backend.start_worker()
     t_end = time.time()
     truth = st.ls_labels(p)
-    done = st.wait(lambda: st.converged(p, truth, t_change), bound,
-                   "labels equal to Label Studio's, no event pending and a retrain after the "
-                   "last annotation, after a kill -9 of the worker", p=p, truth=truth)  # fmt: skip
+    done = st.wait(
+        lambda: st.converged(p, truth, t_change),
+        bound,
+        "labels equal to Label Studio's, no event pending and a retrain after the "
+        "last annotation, after a kill -9 of the worker",
+        p=p,
+        truth=truth,
+    )
     return Recovery("worker kill -9", done - t_end, done - t_change)
 
 
@@ -665,9 +701,11 @@ def fault_label_studio_restart(
     truth = st.ls_labels(p)
     done = st.wait(
         lambda: st.converged(p, truth, t_restart) and st.queue_in_label_studio(p),
-        bound, "a retrain after the annotation pushed into the restarted Label Studio",
-        p=p, truth=truth,
-    )  # fmt: skip
+        bound,
+        "a retrain after the annotation pushed into the restarted Label Studio",
+        p=p,
+        truth=truth,
+    )
     return Recovery("Label Studio restart", done - t_end, done - t_change), t_restart
 
 
@@ -699,8 +737,13 @@ def fault_redis_restart(
 
     kind = "with AOF" if st.redis.appendonly else "without AOF (data lost)"
     kind += f", {outage:g} s down" + (", stopped during a job" if during_job else "")
-    done = st.wait(recovered, bound, f"labels, targets and a fresh queue after a Redis restart "
-                   f"{kind}", p=p, truth=truth)  # fmt: skip
+    done = st.wait(
+        recovered,
+        bound,
+        f"labels, targets and a fresh queue after a Redis restart {kind}",
+        p=p,
+        truth=truth,
+    )
     return Recovery(f"Redis restart {kind}", done - t_end, done - t_change)
 
 
@@ -736,8 +779,9 @@ def fault_head_deleted(st: Stack, p: Project, bound: float, n: int = 3) -> tuple
             and not gone & set(st.store.pushed(p.id))
         )
 
-    done = st.wait(recovered, bound, f"a retrain without the deleted tasks {head}", p=p,
-                   truth=truth)  # fmt: skip
+    done = st.wait(
+        recovered, bound, f"a retrain without the deleted tasks {head}", p=p, truth=truth
+    )
     return Recovery(f"{n} tasks deleted at the head", done - t_end, done - t_end), head
 
 
@@ -753,8 +797,12 @@ def fault_task_deleted_while_web_down(st: Stack, p: Project, bound: float) -> tu
     def pruned() -> bool:
         return task not in st.store.pool_ids(p.id) and task not in st.store.pushed(p.id)
 
-    done = st.wait(pruned, bound, f"reconciliation to prune task {task}, deleted while the web "
-                   "process was down", p=p)  # fmt: skip
+    done = st.wait(
+        pruned,
+        bound,
+        f"reconciliation to prune task {task}, deleted while the web process was down",
+        p=p,
+    )
     return Recovery("task deleted, webhook lost", max(0.0, done - t_end), done - t_change), task
 
 
@@ -769,8 +817,9 @@ def fault_labelled_task_deleted(st: Stack, p: Project, bound: float) -> tuple[Re
     def forgotten() -> bool:
         return st.labels_match(p, truth) and task not in st.store.pool_ids(p.id)
 
-    done = st.wait(forgotten, bound, f"the label of deleted task {task} to leave the backend",
-                   p=p, truth=truth)  # fmt: skip
+    done = st.wait(
+        forgotten, bound, f"the label of deleted task {task} to leave the backend", p=p, truth=truth
+    )
     return Recovery("labelled task deleted", done - t_end, done - t_end), task
 
 
@@ -790,9 +839,13 @@ def fault_lost_webhooks(st: Stack, p: Project, bound: float) -> Recovery:
     st.backend.start_serve()
     t_end = time.time()
     truth = st.ls_labels(p)
-    done = st.wait(lambda: st.labels_match(p, truth) and not st.store.pending_events(p.id),
-                   bound, "labels equal to Label Studio's after webhooks were lost", p=p,
-                   truth=truth)  # fmt: skip
+    done = st.wait(
+        lambda: st.labels_match(p, truth) and not st.store.pending_events(p.id),
+        bound,
+        "labels equal to Label Studio's after webhooks were lost",
+        p=p,
+        truth=truth,
+    )
     return Recovery("lost webhooks", max(0.0, done - t_end), done - t_change)
 
 
@@ -801,6 +854,12 @@ def baseline_annotation_to_push(st: Stack, p: Project, bound: float) -> float:
     st.label_next(p)
     t0 = p.annotated_at
     truth = st.ls_labels(p)
-    done = st.wait(lambda: st.converged(p, truth, t0) and st.queue_in_label_studio(p), bound,
-                   "the retrain after an annotation", p=p, truth=truth, every=0.1)  # fmt: skip
+    done = st.wait(
+        lambda: st.converged(p, truth, t0) and st.queue_in_label_studio(p),
+        bound,
+        "the retrain after an annotation",
+        p=p,
+        truth=truth,
+        every=0.1,
+    )
     return done - t0

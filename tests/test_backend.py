@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,17 @@ from backend.embedder import embed_tasks
 from backend.events import apply_event, is_noop, needs_configuring
 from backend.imports import screen_import
 from backend.queueing import QUEUE
-from backend.settings import ConfigError, parse_label_config, resolve
+from backend.settings import (
+    PROJECT_SETTINGS,
+    RANKER_SETTINGS,
+    ConfigError,
+    ProjectConfig,
+    parse_label_config,
+    resolve,
+)
 from backend.store import Store, connect
-from backend.warm import project_state, ranker_config
-from model.prioritiser import LARGE_POOL
+from backend.warm import project_state
+from model.prioritiser import LARGE_POOL, RankerConfig
 from model.stored import StoredModel
 from tests.prom import metric
 
@@ -50,9 +58,18 @@ def client(store) -> TestClient:
 
 
 def annotation_event(ann_id: int, task_id: int, label: str | None, **extra) -> dict:
-    result = [] if label is None else [
-        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}
-    ]  # fmt: skip
+    result = (
+        []
+        if label is None
+        else [
+            {
+                "from_name": "label",
+                "to_name": "text",
+                "type": "choices",
+                "value": {"choices": [label]},
+            }
+        ]
+    )
     return {
         "action": "ANNOTATION_CREATED",
         "project": {"id": 7},
@@ -76,17 +93,17 @@ def test_targets_come_from_extra_params_over_environment(monkeypatch):
     monkeypatch.setenv("RARE_TARGETS", "Artist,Athlete")
     assert resolve(1, LABEL_CONFIG).targets == ["Artist", "Athlete"]
     cfg = resolve(1, LABEL_CONFIG, '{"targets": ["Company"], "f_a": 20, "strategy": "margin"}')
-    assert (cfg.targets, cfg.f_a, cfg.strategy) == (["Company"], 20.0, "margin")
+    assert (cfg.targets, cfg.ranker.f_a, cfg.ranker.strategy) == (["Company"], 20.0, "margin")
 
 
 def test_seals_is_on_from_a_pool_size_that_can_be_set_or_turned_off(monkeypatch):
-    default = ranker_config(resolve(1, LABEL_CONFIG))
-    assert not default.seals_view(LARGE_POOL - 1) and default.seals_view(LARGE_POOL)
-    assert ranker_config(resolve(1, LABEL_CONFIG, {"seals_above": 0})).seals_view(10)
+    default = resolve(1, LABEL_CONFIG).ranker
+    assert not default.needs_index(LARGE_POOL - 1) and default.needs_index(LARGE_POOL)
+    assert resolve(1, LABEL_CONFIG, {"seals_above": 0}).ranker.needs_index(10)
     monkeypatch.setenv("RARELABEL_SEALS_ABOVE", "5000")
-    config = ranker_config(resolve(1, LABEL_CONFIG))
-    assert not config.seals_view(4999) and config.seals_view(5000)
-    off = ranker_config(resolve(1, LABEL_CONFIG, {"seals_above": "off"}))
+    config = resolve(1, LABEL_CONFIG).ranker
+    assert not config.needs_index(4999) and config.needs_index(5000)
+    off = resolve(1, LABEL_CONFIG, {"seals_above": "off"}).ranker
     assert off.seals_above is None and not off.needs_index(10**7)
 
 
@@ -107,6 +124,74 @@ def test_bad_settings_are_named(extra, word):
         resolve(1, LABEL_CONFIG, extra)
 
 
+OTHER_VALUES = {  # a valid value other than the default for each of the ranker's settings
+    "strategy": "margin",
+    "uncertainty": "information_density",
+    "f_a": "20",
+    "C": "3",
+    "outlier_prior": "0.5",
+    "lexical_dims": "16",
+    "seals_above": "5000",
+}
+
+
+def test_the_ranker_settings_default_to_the_rankers_own_defaults():
+    assert set(OTHER_VALUES) == set(RANKER_SETTINGS)
+    assert resolve(1, LABEL_CONFIG).ranker == RankerConfig()
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_VALUES))
+def test_each_ranker_setting_is_read_from_its_variable_and_extra_params_win(monkeypatch, name):
+    setting = PROJECT_SETTINGS[name]
+    value = setting.parse(OTHER_VALUES[name])
+    assert value != getattr(RankerConfig(), name)
+    monkeypatch.setenv(setting.env, OTHER_VALUES[name])
+    assert getattr(resolve(1, LABEL_CONFIG).ranker, name) == value
+    default = getattr(RankerConfig(), name)
+    assert getattr(resolve(1, LABEL_CONFIG, {name: default}).ranker, name) == default
+
+
+def test_a_config_stored_before_the_ranker_was_held_whole_still_loads():
+    """The layout in Redis: the ranker's settings beside the others (also what is written)."""
+    stored = json.dumps(
+        {
+            "project_id": 7,
+            "label": {
+                "from_name": "label",
+                "to_name": "text",
+                "text_key": "text",
+                "choices": ["Artist", "Other"],
+            },
+            "targets": ["Artist"],
+            "descriptions": {},
+            "f_a": 20.0,
+            "strategy": "positive",
+            "uncertainty": "margin",
+            "outlier_prior": 0.05,
+            "queue_size": 50,
+            "C": 10.0,
+            "lexical_dims": 384,
+            "seals_above": None,
+            "model_version": "rarelabel",
+            "hostname": None,
+            "access_token": None,
+            "extra": {"f_a": 20},
+        }
+    )
+    cfg = ProjectConfig.from_json(stored)
+    assert (cfg.ranker.f_a, cfg.ranker.seals_above, cfg.queue_size) == (20.0, None, 50)
+    assert json.loads(cfg.to_json()) == json.loads(stored)
+
+
+@pytest.mark.parametrize("key", ["neighbours", "augment", "pseudo_source", "thompson", "f_A"])
+def test_an_unknown_or_removed_extra_param_is_a_400_that_names_it(client, store, key):
+    r = client.post(
+        "/setup", json={"project": "7.1", "schema": LABEL_CONFIG, "extra_params": {key: 1}}
+    )
+    assert r.status_code == 400 and key in r.json()["error"] and "f_a" in r.json()["error"]
+    assert store.config(7) is None
+
+
 def test_config_without_choices_on_text_is_refused():
     with pytest.raises(ConfigError, match="Choices"):
         parse_label_config('<View><Text name="t" value="$t"/></View>')
@@ -118,21 +203,35 @@ def test_health_answers(client):
 
 
 def test_setup_stores_settings_and_schedules_first_contact(client, store):
-    r = client.post("/setup", json={"project": "7.1700000000", "schema": LABEL_CONFIG,
-                                    "extra_params": {"targets": ["Artist"]}})  # fmt: skip
+    r = client.post(
+        "/setup",
+        json={
+            "project": "7.1700000000",
+            "schema": LABEL_CONFIG,
+            "extra_params": {"targets": ["Artist"]},
+        },
+    )
     assert r.status_code == 200 and r.json()["model_version"] == "rarelabel"
     assert store.config(7).targets == ["Artist"]
     assert [e["action"] for e in store.pending_events(7)] == ["SETUP"]
     assert jobs_queued(store) == 1
     # the same setup again changes nothing and queues nothing
-    client.post("/setup", json={"project": "7.1700000000", "schema": LABEL_CONFIG,
-                                "extra_params": {"targets": ["Artist"]}})  # fmt: skip
+    client.post(
+        "/setup",
+        json={
+            "project": "7.1700000000",
+            "schema": LABEL_CONFIG,
+            "extra_params": {"targets": ["Artist"]},
+        },
+    )
     assert len(store.pending_events(7)) == 1 and jobs_queued(store) == 1
 
 
 def test_setup_with_unknown_target_is_a_400_with_the_reason(client, store):
-    r = client.post("/setup", json={"project": "7.1", "schema": LABEL_CONFIG,
-                                    "extra_params": {"targets": ["Spaceship"]}})  # fmt: skip
+    r = client.post(
+        "/setup",
+        json={"project": "7.1", "schema": LABEL_CONFIG, "extra_params": {"targets": ["Spaceship"]}},
+    )
     assert r.status_code == 400 and "Spaceship" in r.json()["error"]
     assert store.config(7) is None
 
@@ -231,17 +330,27 @@ def test_a_manager_edit_that_breaks_the_order_is_repaired_once(client, store):
     event = store.pending_events(7)[-1]
     assert event["sampling"] == "Sequential sampling"
     assert needs_configuring(cfg, event)
-    ours = {"action": "PROJECT_UPDATED", "sampling": "Uncertainty sampling",
-            "model_version": cfg.model_version}  # fmt: skip
+    ours = {
+        "action": "PROJECT_UPDATED",
+        "sampling": "Uncertainty sampling",
+        "model_version": cfg.model_version,
+    }
     assert not needs_configuring(cfg, ours)  # our own update does not loop
     assert not needs_configuring(cfg, {"action": "PROJECT_UPDATED"})
 
 
 def test_an_import_is_screened_and_reported(store):
     cfg = resolve(7, LABEL_CONFIG)
-    texts = ["A village in Serbia.", "A hamlet in Poland.", "A village in Iran.",
-             "A town in Bavaria.", "A village in Estonia.", "An Estonian village.",
-             "A parish in Latvia.", "A small settlement in Romania."]  # fmt: skip
+    texts = [
+        "A village in Serbia.",
+        "A hamlet in Poland.",
+        "A village in Iran.",
+        "A town in Bavaria.",
+        "A village in Estonia.",
+        "An Estonian village.",
+        "A parish in Latvia.",
+        "A small settlement in Romania.",
+    ]
     tasks = [{"id": i, "data": {"text": t}} for i, t in enumerate(texts)]
     apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": tasks})
     late = [{"id": 100, "data": {"text": "Apple Inc. is an American technology company."}}]
@@ -253,8 +362,12 @@ def test_an_import_is_screened_and_reported(store):
 
 def test_our_own_configuration_echo_is_a_noop(store):
     cfg = resolve(7, LABEL_CONFIG)
-    echo = {"action": "PROJECT_UPDATED", "sampling": "Uncertainty sampling",
-            "model_version": cfg.model_version, "label_config": LABEL_CONFIG}  # fmt: skip
+    echo = {
+        "action": "PROJECT_UPDATED",
+        "sampling": "Uncertainty sampling",
+        "model_version": cfg.model_version,
+        "label_config": LABEL_CONFIG,
+    }
     assert is_noop(cfg, echo)
     changed = {**echo, "label_config": LABEL_CONFIG.replace('"Other"', '"Misc"')}
     assert not is_noop(cfg, changed)
@@ -291,8 +404,9 @@ def test_predict_compares_classes_at_different_stages_on_one_scale(client, store
     store.add_vectors(7, {5: v})
     W = np.zeros((2, 384), np.float32)
     W[0, 0], W[1, 0] = 0.9, 2.0  # cosine 0.9 -> 0.95; margin 2.0 -> sigmoid 0.88
-    model = StoredModel("rarelabel", ["Artist", "Athlete"], W.tolist(), [0.0, 0.0],
-                        ["cosine", "linear"])  # fmt: skip
+    model = StoredModel(
+        "rarelabel", ["Artist", "Athlete"], W.tolist(), [0.0, 0.0], ["cosine", "linear"]
+    )
     store.save_model(7, model)
     store.set_pushed(7, {5: 0.25})
     r = client.post("/predict", json={"project": "7.1", "tasks": [{"id": 5, "data": {}}]})
@@ -301,9 +415,16 @@ def test_predict_compares_classes_at_different_stages_on_one_scale(client, store
     assert result["score"] == 0.25  # the queue position Label Studio orders by
 
 
-VILLAGES = ["A village in Serbia.", "A hamlet in Poland.", "A village in Iran.",
-            "A town in Bavaria.", "A village in Estonia.", "An Estonian village.",
-            "A parish in Latvia.", "A small settlement in Romania."]  # fmt: skip
+VILLAGES = [
+    "A village in Serbia.",
+    "A hamlet in Poland.",
+    "A village in Iran.",
+    "A town in Bavaria.",
+    "A village in Estonia.",
+    "An Estonian village.",
+    "A parish in Latvia.",
+    "A small settlement in Romania.",
+]
 
 
 def test_the_asking_class_is_stored_with_its_logit(store):
@@ -363,7 +484,7 @@ def test_a_pools_index_is_grown_saved_and_loaded_after_a_restart(store, monkeypa
     """The SEALS index covers the embedding columns, grows with each import, and a
     restarted worker loads it from disk and indexes only what was imported since."""
     cfg = resolve(7, LABEL_CONFIG, {"lexical_dims": 16, "seals_above": 8})
-    config = ranker_config(cfg)  # SEALS from 8 tasks
+    config = cfg.ranker  # SEALS from 8 tasks
 
     def import_and_index(task_ids: range):
         tasks = [{"id": i, "data": {"text": f"{VILLAGES[i % 8]} ({i})"}} for i in task_ids]
@@ -372,7 +493,7 @@ def test_a_pools_index_is_grown_saved_and_loaded_after_a_restart(store, monkeypa
         return state.refresh(store), state.index_for(config)
 
     pool, index = import_and_index(range(8))
-    assert project_state(store, cfg).index_for(ranker_config(resolve(7, LABEL_CONFIG))) is None
+    assert project_state(store, cfg).index_for(resolve(7, LABEL_CONFIG).ranker) is None
     assert index.ids == pool.ids and index.dim == 384 and pool.X.shape[1] == 400
     assert index.saved_size == 8 and Path(f"{warm.index_path(7)}.hnsw").exists()
     pool, grown = import_and_index(range(8, 9))
@@ -437,8 +558,9 @@ def test_predict_scores_the_lexical_columns_the_worker_stored(client, store):
     store.set_lexical(7, {5: lex}, replace=True)
     W = np.zeros((2, 388), np.float32)
     W[0, 384:], W[1, 384:] = -lex, lex  # equal on the embedding; only the words decide
-    model = StoredModel("rarelabel", ["Artist", "Athlete"], W.tolist(), [0.0, 0.0],
-                        ["linear", "linear"])  # fmt: skip
+    model = StoredModel(
+        "rarelabel", ["Artist", "Athlete"], W.tolist(), [0.0, 0.0], ["linear", "linear"]
+    )
     store.save_model(7, model)
     r = client.post("/predict", json={"project": "7.1", "tasks": [{"id": 5, "data": {}}]})
     (result,) = r.json()["results"]
@@ -451,8 +573,13 @@ def test_an_import_is_screened_by_rankers_in_their_own_columns(store, width, by_
     tasks = [{"id": i, "data": {"text": t}} for i, t in enumerate(VILLAGES)]
     apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": tasks})
     project_state(store, cfg).refresh(store)  # the worker's first fit of the word statistics
-    model = StoredModel("rarelabel", ["Artist", "Athlete"], np.zeros((2, width)).tolist(),
-                        [10.0, 10.0], ["linear", "linear"])  # fmt: skip
+    model = StoredModel(
+        "rarelabel",
+        ["Artist", "Athlete"],
+        np.zeros((2, width)).tolist(),
+        [10.0, 10.0],
+        ["linear", "linear"],
+    )
     store.save_model(7, model)  # every task is rare to these rankers
     late = [{"id": 100, "data": {"text": "A village in Serbia near the river."}}]
     summary = screen_import(store, cfg, embed_tasks(store, cfg, late))

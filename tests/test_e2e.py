@@ -119,8 +119,10 @@ def test_label_all_tasks_serves_rare_items_first(stack):
         return int(status["pool_size"]) if "last_retrain_at" in status else None
 
     first_pool = wait_for(first_ranking, 300, "the first ranking", every=0.2)
-    print(f"\nfirst ranking {time.monotonic() - connected:.1f} s after connecting, "
-          f"on {first_pool} of {N_TASKS} tasks")  # fmt: skip
+    print(
+        f"\nfirst ranking {time.monotonic() - connected:.1f} s after connecting, "
+        f"on {first_pool} of {N_TASKS} tasks"
+    )
     assert first_pool < N_TASKS  # progressive: ranked before the whole pool is embedded
 
     def ranked() -> bool:
@@ -149,8 +151,10 @@ def test_label_all_tasks_serves_rare_items_first(stack):
         time.sleep(1.0)
     found = sum(truth[t] == TARGET for t in served)
     random_expectation = N_ANNOTATE * (N_TARGET - N_SEEDS) / (N_TASKS - N_SEEDS)
-    print(f"\nfound {found} of {N_TARGET - N_SEEDS} {TARGET} tasks in {N_ANNOTATE} tasks "
-          f"(random: {random_expectation:.2f})")  # fmt: skip
+    print(
+        f"\nfound {found} of {N_TARGET - N_SEEDS} {TARGET} tasks in {N_ANNOTATE} tasks "
+        f"(random: {random_expectation:.2f})"
+    )
     assert len(set(served)) == N_ANNOTATE
     assert found >= 10, f"only {found} {TARGET} tasks in the first {N_ANNOTATE} tasks"
 
@@ -168,11 +172,15 @@ def test_label_all_tasks_serves_rare_items_first(stack):
     assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "UP"
 
     before = (store.labels(pid), store.pending_events(pid), store.pushed(pid))
-    bad = httpx.post(f"{url}/webhook", content=b'{"action": "ANNOTATION_CREATED", "project"',
-                     headers={"content-type": "application/json"})  # fmt: skip
+    bad = httpx.post(
+        f"{url}/webhook",
+        content=b'{"action": "ANNOTATION_CREATED", "project"',
+        headers={"content-type": "application/json"},
+    )
     assert bad.status_code == 400
-    missing = httpx.post(f"{url}/webhook", json={"action": "ANNOTATION_CREATED",
-                                                 "project": {"id": pid}})  # fmt: skip
+    missing = httpx.post(
+        f"{url}/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": pid}}
+    )
     assert missing.status_code == 400 and "annotation" in missing.json()["error"]
     time.sleep(1.0)
     assert (store.labels(pid), store.pending_events(pid), store.pushed(pid)) == before

@@ -84,7 +84,7 @@ X = embedder.encode(args["known"])
 assert embedder._model is None, "the child loaded the model for cached texts"
 vec = np.random.default_rng(7).normal(size=384).astype(np.float32)
 vec /= np.linalg.norm(vec)
-SQLiteCache(args["cache"]).put_many({cache_key(DEFAULT_MODEL, args["new"]): vec})
+SQLiteCache(args["cache"]).put_many({cache_key(embedder.model_id, args["new"]): vec})
 np.save(args["out"], np.vstack([X, vec]))
 """
 
@@ -151,10 +151,43 @@ def test_resolve_model_maps_the_default_to_the_packaged_copy():
 
 def test_model_is_chosen_by_argument_then_environment_then_default(monkeypatch):
     monkeypatch.delenv("RARELABEL_EMBEDDING_MODEL", raising=False)
+    monkeypatch.setenv("RARELABEL_EMBEDDING_BACKEND", "torch")
     assert Embedder().model_id == DEFAULT_MODEL
     monkeypatch.setenv("RARELABEL_EMBEDDING_MODEL", "/models/from-env")
     assert Embedder().model_id == "/models/from-env"
     assert Embedder(model="/models/explicit").model_id == "/models/explicit"
+
+
+def test_int8_vectors_are_cached_apart_from_the_float_ones(monkeypatch):
+    monkeypatch.delenv("RARELABEL_EMBEDDING_BACKEND", raising=False)
+    int8, float32 = Embedder(model=DEFAULT_MODEL), Embedder(model=DEFAULT_MODEL, backend="torch")
+    assert int8.backend == "onnx-int8"  # the default
+    assert cache_key(int8.model_id, "a") != cache_key(float32.model_id, "a")
+    with pytest.raises(ValueError, match="RARELABEL_EMBEDDING_BACKEND='tensorflow'"):
+        Embedder(backend="tensorflow")
+
+
+def test_int8_embeddings_agree_with_the_float_model(real_pool):
+    texts = real_pool.texts[:40]
+    int8 = Embedder(model=DEFAULT_MODEL, cache=MemoryCache()).encode(texts)
+    float32 = Embedder(model=DEFAULT_MODEL, cache=MemoryCache(), backend="torch").encode(texts)
+    cosines = np.sum(int8 * float32, axis=1)
+    assert int8.shape == float32.shape == (40, 384)
+    assert np.allclose(np.linalg.norm(int8, axis=1), 1.0, atol=1e-4)
+    assert cosines.min() > 0.95 and np.median(cosines) > 0.98
+
+
+def test_a_failed_int8_export_falls_back_to_the_float_model(monkeypatch, tmp_path, caplog):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setenv("RARELABEL_MODEL_DIR", str(blocker / "models"))
+    embedder = Embedder(model=DEFAULT_MODEL, cache=MemoryCache())
+    with caplog.at_level("WARNING", logger="rarelabel.embedding"):
+        X = embedder.encode(["a text about a football club in Lisbon"])
+    assert embedder.backend == "torch" and embedder.model_id == DEFAULT_MODEL
+    assert "ONNX int8 export of all-MiniLM-L6-v2 failed" in caplog.text
+    reference = Embedder(model=DEFAULT_MODEL, cache=MemoryCache(), backend="torch")
+    assert np.allclose(X, reference.encode(["a text about a football club in Lisbon"]), atol=1e-5)
 
 
 def test_cache_key_depends_on_model_and_text():

@@ -120,8 +120,10 @@ def test_redis_restarted(stack):
     print(recovery)
     cfg = stack.store.config(p.id)
     assert cfg.targets == ["Athlete"] and cfg.extra["targets"] == ["Athlete"]
-    print(f"[faults] stale predictions in Label Studio after recovery: "
-          f"{len(stack.stale_predictions(p))}")  # fmt: skip
+    print(
+        f"[faults] stale predictions in Label Studio after recovery: "
+        f"{len(stack.stale_predictions(p))}"
+    )
     serve_and_check_queue(stack, p, N_SERVED)
 
 
@@ -176,7 +178,7 @@ AUTH = ("rarelabel-ls", "s3cret-pass")
                 "RARELABEL_RECONCILE_SECONDS": "600",
             }
         }
-    ],  # fmt: skip
+    ],
     indirect=True,
     ids=["basic-auth"],
 )
@@ -198,20 +200,28 @@ def test_basic_auth(stack):
         stack.label_next(p)
     t0 = p.annotated_at
     truth = stack.ls_labels(p)
-    hooks = [(h.get("url"), sorted(h.get("headers") or {})) for h in stack.ls_get("webhooks")
-             if h.get("project") == p.id]  # fmt: skip
+    hooks = [
+        (h.get("url"), sorted(h.get("headers") or {}))
+        for h in stack.ls_get("webhooks")
+        if h.get("project") == p.id
+    ]
     what = (
         "annotations through the authenticated webhook (Label Studio's webhooks of the "
         f"project, url and header names: {hooks})"
     )
     done = stack.wait(lambda: stack.labels_match(p, truth), AUTH_BOUND, what, p=p, truth=truth)
-    print(f"[recovery] basic auth: annotations reached the backend {done - t0:.1f} s after "
-          f"the last one")  # fmt: skip
+    print(
+        f"[recovery] basic auth: annotations reached the backend {done - t0:.1f} s after "
+        f"the last one"
+    )
     metrics = backend.request("GET", "/metrics")
     assert metrics.status_code == 200
     stack.wait(lambda: stack.retrained_after(p, t0, len(truth)), BOUND, "the retrain", p=p)
-    seen = re.search(rf'^rarelabel_labels_seen\{{project="{p.id}"\}} (\S+)$',
-                     backend.request("GET", "/metrics").text, re.MULTILINE)  # fmt: skip
+    seen = re.search(
+        rf'^rarelabel_labels_seen\{{project="{p.id}"\}} (\S+)$',
+        backend.request("GET", "/metrics").text,
+        re.MULTILINE,
+    )
     assert seen and float(seen.group(1)) == len(truth)
 
 
@@ -270,6 +280,10 @@ def test_late_duplicate_webhooks(stack):
 
     # and a reconciliation pass after both agrees
     truth = stack.ls_labels(p)
-    stack.wait(lambda: float(stack.status(p).get("reconciled_at") or 0) > posted_at + 1, BOUND,
-               "a reconciliation after the late webhooks", p=p)  # fmt: skip
+    stack.wait(
+        lambda: float(stack.status(p).get("reconciled_at") or 0) > posted_at + 1,
+        BOUND,
+        "a reconciliation after the late webhooks",
+        p=p,
+    )
     assert stack.store.labels(p.id) == truth, stack.describe(p, truth)

@@ -33,9 +33,16 @@ any_json = st.recursive(
     max_leaves=20,
 )
 ACTIONS = [
-    "ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED",
-    "TASKS_CREATED", "TASKS_DELETED", "START_TRAINING", "PROJECT_UPDATED", "SOMETHING_ELSE",
-]  # fmt: skip
+    "ANNOTATION_CREATED",
+    "ANNOTATION_UPDATED",
+    "ANNOTATIONS_CREATED",
+    "ANNOTATIONS_DELETED",
+    "TASKS_CREATED",
+    "TASKS_DELETED",
+    "START_TRAINING",
+    "PROJECT_UPDATED",
+    "SOMETHING_ELSE",
+]
 REGION = {"type": "choices", "from_name": "label", "value": {"choices": ["Artist"]}}
 
 
@@ -136,15 +143,25 @@ def test_deeply_nested_json_is_a_400(client, path):
     "path, body, word",
     [
         ("/webhook", {"action": "PROJECT_UPDATED", "project": 5}, None),  # accepted: 200
-        ("/webhook", {"action": "ANNOTATION_CREATED", "project": {"id": 7},
-                      "annotation": {"id": 1, "task": 2, "result": ["Artist"]}}, "result"),
+        (
+            "/webhook",
+            {
+                "action": "ANNOTATION_CREATED",
+                "project": {"id": 7},
+                "annotation": {"id": 1, "task": 2, "result": ["Artist"]},
+            },
+            "result",
+        ),
         ("/setup", {"project": "7.1", "schema": LABEL_CONFIG, "extra_params": [1]}, "extra_params"),
         ("/setup", {"project": "7.1", "schema": LABEL_CONFIG, "extra_params": 3}, "extra_params"),
-        ("/setup", {"project": "7.1", "schema": LABEL_CONFIG,
-                    "extra_params": {"f_a": "NaN"}}, "finite"),
+        (
+            "/setup",
+            {"project": "7.1", "schema": LABEL_CONFIG, "extra_params": {"f_a": "NaN"}},
+            "finite",
+        ),
         ("/predict", {"project": "7.1", "tasks": [{"id": 1, "data": "a text"}]}, "data"),
     ],
-)  # fmt: skip
+)
 def test_the_inputs_that_crashed_before_get_a_clear_answer(client, path, body, word):
     r = client.post(path, json=body)
     if word is None:

@@ -23,10 +23,21 @@ from tests.ls_harness import LabelStudioProcess, start_label_studio
 ROOT = Path(__file__).resolve().parents[1]
 DATA = DBPEDIA_SAMPLE
 CLASSES = [
-    "Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder",
-    "MeanOfTransportation", "Building", "NaturalPlace", "Village", "Animal", "Plant", "Album",
-    "Film", "WrittenWork",
-]  # fmt: skip
+    "Company",
+    "EducationalInstitution",
+    "Artist",
+    "Athlete",
+    "OfficeHolder",
+    "MeanOfTransportation",
+    "Building",
+    "NaturalPlace",
+    "Village",
+    "Animal",
+    "Plant",
+    "Album",
+    "Film",
+    "WrittenWork",
+]
 VERSION = "rarelabel-test-v1"
 
 
@@ -152,8 +163,9 @@ def test_annotations_come_back_through_fetch_tasks(
 @pytest.mark.e2e
 def test_delete_predictions(client: ls.LabelStudio, project: tuple[int, list[int]]) -> None:
     pid, ids = project
-    ls.push_predictions(client, pid, [(ids[1], "Film", 0.1), (ids[2], "Film", 0.2)], VERSION,
-                        "label", "text")  # fmt: skip
+    ls.push_predictions(
+        client, pid, [(ids[1], "Film", 0.1), (ids[2], "Film", 0.2)], VERSION, "label", "text"
+    )
     assert ls.delete_predictions(client, pid, []) == 0  # no-op, not "every task"
     assert ls.delete_predictions(client, pid, [ids[1]]) == 1
     assert [p.task for p in client.predictions.list(project=pid)] == [ids[2]]

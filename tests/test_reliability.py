@@ -6,6 +6,7 @@ these are the ones whose truth Redis alone holds.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -16,9 +17,10 @@ from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
 from backend import app as app_module
-from backend import jobs, warm
+from backend import embedder, jobs, warm
+from backend.embedder import embed_tasks
 from backend.events import apply_event
-from backend.queueing import QUEUE
+from backend.queueing import EMBED_QUEUE, QUEUE
 from backend.settings import ConfigError, resolve
 from backend.store import Store, connect
 
@@ -190,7 +192,7 @@ def rank_as_the_worker_does(store: Store, cfg) -> list[int]:
     for task, label in store.labels(cfg.project_id).items():
         labels.set_label(task, label)
     prio = state.prioritiser_for()
-    prio.fit(pool, labels, state.rarity_for(labels), state.index_for(warm.ranker_config(cfg)))
+    prio.fit(pool, labels, state.rarity_for(labels), state.index_for(cfg.ranker))
     rows, _ = prio.queue(cfg.queue_size)
     return [pool.ids[r] for r in rows]
 
@@ -285,3 +287,54 @@ def test_a_project_failing_before_its_first_retrain_is_failing_on_metrics_too(st
     store.set_status(7, last_error="cannot reach Label Studio", last_error_at=time.time())
     text = render_metrics(store)
     assert metric(text, "rarelabel_last_job_failed", {"project": "7"}) == 1
+
+
+def project_with_backlog(store: Store, n: int, project: int = 7):
+    """A synced project whose `n` tasks all wait in the backlog, as after a big import."""
+    cfg = resolve(project, LABEL_CONFIG, {"targets": ["Artist"]})
+    store.save_config(cfg)
+    store.set_status(project, synced_at=time.time(), reconciled_at=time.time())
+    tasks = [
+        {"id": i, "data": {"text": f"Village {i} lies on a river in Poland."}} for i in range(n)
+    ]
+    embed_tasks(store, cfg, tasks, at_most=0)
+    assert store.backlog_size(project) == n and not store.pool_ids(project)
+    return cfg
+
+
+def test_embedding_jobs_on_two_workers_embed_every_task_once(store):
+    project_with_backlog(store, 2 * embedder.CHUNK + 150)
+    assert embedder.fan_out(store, 7) == 3  # one job per chunk, on the embedding queue
+    assert len(Queue(EMBED_QUEUE, connection=store.r)) == 3
+    assert embedder.fan_out(store, 7) == 0  # not twice while they are queued
+    done: list[int] = []
+    workers = [threading.Thread(target=lambda: done.append(embedder.embed_chunk(7))) for _ in "ab"]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    done.append(embedder.embed_chunk(7))  # the third job
+    assert sorted(done) == [150, embedder.CHUNK, embedder.CHUNK]  # no task taken twice
+    assert store.pool_ids(7) == set(range(2 * embedder.CHUNK + 150))
+    assert store.backlog_size(7) == 0 and store.dirty(7)  # and a retrain is owed
+    assert len(Queue(QUEUE, connection=store.r)) == 1  # one project job, for three chunks
+
+
+def test_tasks_a_killed_embedding_job_held_are_embedded_by_the_next(store, monkeypatch):
+    monkeypatch.setenv("RARELABEL_LOCK_SECONDS", "1")
+    project_with_backlog(store, 80)
+    held = store.take_backlog(7, 50, lease=1)  # a job takes these, then is killed -9
+    assert len(held) == 50 and store.backlog_size(7) == 80  # still counted as waiting
+    assert embedder.embed_chunk(7) == 30  # the dead job's claim is still fresh
+    time.sleep(1.2)
+    assert embedder.embed_chunk(7) == 50  # now it has lapsed: nothing is lost
+    assert store.pool_ids(7) == set(range(80)) and store.backlog_size(7) == 0
+
+
+def test_a_task_deleted_while_it_is_embedded_stays_out_of_the_pool(store):
+    cfg = project_with_backlog(store, 5)
+    ids = store.take_backlog(7, 5, lease=30)
+    apply_event(store, cfg, {"action": "TASKS_DELETED", "tasks": [{"id": 2}]})
+    vectors = {t: np.ones(384, np.float32) / np.sqrt(384) for t in ids}
+    store.release_claims(7, ids, vectors)  # the job finishes after the deletion
+    assert store.pool_ids(7) == {0, 1, 3, 4} and store.backlog_size(7) == 0

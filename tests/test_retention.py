@@ -30,21 +30,53 @@ from tests.data_paths import DBPEDIA_SAMPLE
 
 DBPEDIA = DBPEDIA_SAMPLE
 SEED_SCHEME = [
-    "--ratio", "Company=1", "--ratio", "EducationalInstitution=1", "--ratio", "Artist=1",
-    "--ratio", "Athlete=1", "--ratio", "OfficeHolder=1", "--ratio", "MeanOfTransportation=0.9",
-    "--ratio", "Building=0.8", "--ratio", "NaturalPlace=0.8", "--default", "0.001",
-]  # fmt: skip
+    "--ratio",
+    "Company=1",
+    "--ratio",
+    "EducationalInstitution=1",
+    "--ratio",
+    "Artist=1",
+    "--ratio",
+    "Athlete=1",
+    "--ratio",
+    "OfficeHolder=1",
+    "--ratio",
+    "MeanOfTransportation=0.9",
+    "--ratio",
+    "Building=0.8",
+    "--ratio",
+    "NaturalPlace=0.8",
+    "--default",
+    "0.001",
+]
 # Label counts of the first 3,000 rows of tests/data/dbpedia14_sample.csv.gz, and what the
 # seed's scheme keeps: round(fraction * count), halves up (0.9 * 179 = 161.1, 0.8 * 251 = 200.8).
 SAMPLE_COUNTS = {
-    "Animal": 312, "Village": 306, "NaturalPlace": 251, "Plant": 245, "Athlete": 234,
-    "Album": 233, "Film": 228, "OfficeHolder": 205, "Artist": 181, "MeanOfTransportation": 179,
-    "EducationalInstitution": 177, "Company": 165, "WrittenWork": 159, "Building": 125,
-}  # fmt: skip
+    "Animal": 312,
+    "Village": 306,
+    "NaturalPlace": 251,
+    "Plant": 245,
+    "Athlete": 234,
+    "Album": 233,
+    "Film": 228,
+    "OfficeHolder": 205,
+    "Artist": 181,
+    "MeanOfTransportation": 179,
+    "EducationalInstitution": 177,
+    "Company": 165,
+    "WrittenWork": 159,
+    "Building": 125,
+}
 SAMPLE_KEPT = {
-    "Athlete": 234, "OfficeHolder": 205, "NaturalPlace": 201, "Artist": 181,
-    "EducationalInstitution": 177, "Company": 165, "MeanOfTransportation": 161, "Building": 100,
-}  # fmt: skip
+    "Athlete": 234,
+    "OfficeHolder": 205,
+    "NaturalPlace": 201,
+    "Artist": 181,
+    "EducationalInstitution": 177,
+    "Company": 165,
+    "MeanOfTransportation": 161,
+    "Building": 100,
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +91,18 @@ def sample_csv(tmp_path_factory) -> Path:
 
 
 def ann(label: str | None, *, id: int, cancelled: bool = False, updated: str = "") -> dict:
-    result = [] if label is None else [
-        {"from_name": "label", "to_name": "text", "type": "choices",
-         "value": {"choices": [label]}},
-    ]  # fmt: skip
+    result = (
+        []
+        if label is None
+        else [
+            {
+                "from_name": "label",
+                "to_name": "text",
+                "type": "choices",
+                "value": {"choices": [label]},
+            },
+        ]
+    )
     return {"id": id, "result": result, "was_cancelled": cancelled, "updated_at": updated}
 
 
@@ -72,16 +112,28 @@ def ls_export(tmp_path) -> tuple[Path, list[dict]]:
     tasks = []
     for i in range(36):
         label = "common" if i < 30 else "rare"
-        tasks.append({"id": i, "data": {"text": f"text {i}"}, "annotations": [ann(label, id=i)],
-                      "predictions": [], "meta": {"n": i}})  # fmt: skip
+        tasks.append(
+            {
+                "id": i,
+                "data": {"text": f"text {i}"},
+                "annotations": [ann(label, id=i)],
+                "predictions": [],
+                "meta": {"n": i},
+            }
+        )
     # newest annotation wins (by updated_at), cancelled ones are ignored
     tasks[0]["annotations"] = [
         ann("rare", id=100, updated="2024-01-02T00:00:00Z"),
         ann("common", id=101, updated="2024-01-01T00:00:00Z"),
         ann("common", id=102, cancelled=True, updated="2024-01-03T00:00:00Z"),
     ]
-    tasks.append({"id": 36, "data": {"text": "skipped"}, "annotations": [ann("rare", id=200,
-                  cancelled=True)]})  # fmt: skip
+    tasks.append(
+        {
+            "id": 36,
+            "data": {"text": "skipped"},
+            "annotations": [ann("rare", id=200, cancelled=True)],
+        }
+    )
     tasks.append({"id": 37, "data": {"text": "no annotation"}, "annotations": []})
     tasks.append({"id": 38, "data": {"text": "empty result"}, "annotations": [ann(None, id=300)]})
     path = tmp_path / "export.json"
@@ -155,8 +207,10 @@ def test_unknown_label_is_named_with_the_labels_present():
 
 def test_seed_scheme_on_real_dbpedia_sample(sample_csv, tmp_path, capsys):
     out = tmp_path / "kept.csv.gz"
-    assert main(["retain", str(sample_csv), *SEED_SCHEME, "--random-state", "0",
-                 "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(["retain", str(sample_csv), *SEED_SCHEME, "--random-state", "0", "--out", str(out)])
+        == 0
+    )
     with gzip.open(sample_csv, "rt", encoding="utf-8", newline="") as f:
         original = list(csv.reader(f))
     with gzip.open(out, "rt", encoding="utf-8", newline="") as f:
@@ -173,8 +227,10 @@ def test_seed_scheme_on_real_dbpedia_sample(sample_csv, tmp_path, capsys):
     assert "total" in table and "1424" in table
 
     # the seed's snake_case names resolve to dbpedia's labels; same seed, same file
-    renames = {"EducationalInstitution=1": "educational_institution=1",
-               "MeanOfTransportation=0.9": "mean_of_transportation=0.9"}  # fmt: skip
+    renames = {
+        "EducationalInstitution=1": "educational_institution=1",
+        "MeanOfTransportation=0.9": "mean_of_transportation=0.9",
+    }
     snake = [renames.get(a, a) for a in SEED_SCHEME]
     again = tmp_path / "again.csv.gz"
     assert main(["retain", str(sample_csv), *snake, "--out", str(again)]) == 0
@@ -189,8 +245,12 @@ def test_label_studio_export_round_trip(ls_export, tmp_path, capsys):
     assert Counter(export.labels) == {"common": 29, "rare": 7}
 
     out = tmp_path / "kept.json"
-    assert main(["retain", str(path), "--ratio", "common=0.5", "--random-state", "1",
-                 "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            ["retain", str(path), "--ratio", "common=0.5", "--random-state", "1", "--out", str(out)]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "skipped 3 unlabelled tasks" in printed
     kept = json.loads(out.read_text(encoding="utf-8"))
@@ -200,8 +260,21 @@ def test_label_studio_export_round_trip(ls_export, tmp_path, capsys):
     assert not {36, 37, 38} & {t["id"] for t in kept}
 
     as_csv = tmp_path / "kept.csv"
-    assert main(["retain", str(path), "--ratio", "common=0.5", "--random-state", "1",
-                 "--out", str(as_csv)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "retain",
+                str(path),
+                "--ratio",
+                "common=0.5",
+                "--random-state",
+                "1",
+                "--out",
+                str(as_csv),
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(as_csv.open(encoding="utf-8", newline="")))
     assert [int(r["id"]) for r in rows] == [t["id"] for t in kept]
     assert rows[0].keys() == {"id", "text", "label"}
@@ -222,8 +295,9 @@ def test_write_export_is_atomic_and_keeps_csv_columns(tmp_path):
 def test_adaptive_from_the_command_line(tmp_path, capsys):
     src = tmp_path / "skewed.csv"
     rows = [("a", 100), ("b", 50), ("c", 10), ("d", 5)]
-    src.write_text("label,text\n" + "".join(f"{lab},t{lab}{i}\n" for lab, n in rows
-                                            for i in range(n)))  # fmt: skip
+    src.write_text(
+        "label,text\n" + "".join(f"{lab},t{lab}{i}\n" for lab, n in rows for i in range(n))
+    )
     out = tmp_path / "out.csv"
     assert main(["retain", str(src), "--adaptive", "0.4", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -249,8 +323,9 @@ def _bad_inputs(tmp: Path, export: Path) -> dict[str, tuple[list[str], str]]:
     obj = tmp / "dict.json"
     obj.write_text('{"data": {"text": "x"}}')
     cancelled = tmp / "cancelled.json"
-    cancelled.write_text(json.dumps([{"data": {"text": "x"}, "annotations": [
-        ann("a", id=1, cancelled=True)]}]))  # fmt: skip
+    cancelled.write_text(
+        json.dumps([{"data": {"text": "x"}, "annotations": [ann("a", id=1, cancelled=True)]}])
+    )
     no_labels = tmp / "nolabels.csv"
     no_labels.write_text("label,text\n,x\n,y\n")
     out = str(tmp / "o.csv")
@@ -272,7 +347,7 @@ def _bad_inputs(tmp: Path, export: Path) -> dict[str, tuple[list[str], str]]:
         "adaptive + ratio": (
             [str(csv_ok), "--adaptive", "0.5", "--ratio", "a=1", "--out", out],
             "do not combine",
-        ),  # fmt: skip
+        ),
         "bad seed": ([str(csv_ok), "--random-state", "-1", "--out", out], ">= 0"),
         "out dir missing": ([str(csv_ok), "--out", str(tmp / "no" / "o.csv")], "does not exist"),
         "csv to json": ([str(csv_ok), "--out", str(tmp / "o.json")], "written as CSV"),

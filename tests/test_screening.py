@@ -108,8 +108,9 @@ def test_rarity_is_a_percentile_of_the_reference(data):
     # on the fitted rows themselves the rarity is close to uniform: ~10% above 0.9
     assert abs(np.mean(rarity > 0.9) - 0.1) < 0.02
     assert abs(rarity.mean() - 0.5) < 0.02
-    np.testing.assert_allclose(percentile_rank(np.array([3.0, 1.0, 2.0, 2.0])),
-                               [0.875, 0.125, 0.5, 0.5])  # fmt: skip
+    np.testing.assert_allclose(
+        percentile_rank(np.array([3.0, 1.0, 2.0, 2.0])), [0.875, 0.125, 0.5, 0.5]
+    )
 
 
 def test_summaries_add_up():
@@ -188,8 +189,14 @@ def cli_started(tmp_path_factory):
         "one_row": write_csv(d / "one_row.csv", header, rows[:1]),
     }
     env = {k: v for k, v in os.environ.items() if k != "RARELABEL_EMBEDDING_MODEL"}
-    env.update(RARELABEL_CACHE_DIR=str(d / "cache"), HF_HUB_OFFLINE="1", MPLBACKEND="Agg",
-               TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")  # fmt: skip
+    env.update(
+        RARELABEL_CACHE_DIR=str(d / "cache"),
+        HF_HUB_OFFLINE="1",
+        MPLBACKEND="Agg",
+        TRANSFORMERS_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+    )
     runs = {
         "iforest": [good, "--label-column", "label", "--out", d / "out-iforest"],
         "missing_column": [good, "--text-column", "body", "--out", d / "x"],
@@ -211,7 +218,7 @@ def cli_started(tmp_path_factory):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for name, args in runs.items()
     }
     yield d, procs, is_far, good, env
@@ -274,8 +281,17 @@ def test_cli_writes_table_csv_and_histogram(cli):
     assert first.startswith("Rare") and "small class" in first
 
 
-BAD = ["missing_column", "missing_label_column", "empty_text", "empty_pool", "one_row",
-       "unknown_method", "bad_threshold", "threshold_not_a_number", "no_file"]  # fmt: skip
+BAD = [
+    "missing_column",
+    "missing_label_column",
+    "empty_text",
+    "empty_pool",
+    "one_row",
+    "unknown_method",
+    "bad_threshold",
+    "threshold_not_a_number",
+    "no_file",
+]
 
 
 @pytest.mark.parametrize("name", BAD)

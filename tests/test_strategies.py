@@ -13,8 +13,6 @@ from model.strategies import (
     ClassContext,
     adaptive,
     combine,
-    entropy,
-    get_strategy,
     information_density,
     margin,
     most_likely_positive,
@@ -56,7 +54,7 @@ def test_adaptive_switches_to_margin_exactly_when_positives_reach_negatives(scor
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_cosine_rankers_never_use_the_margin(name, scores):
-    strategy = get_strategy(name)
+    strategy = STRATEGIES[name]
     for s in (scores, -np.abs(scores), np.abs(scores)):
         for n_pos, n_neg in [(0, 0), (0, 5), (5, 0), (5, 5), (9, 2)]:
             keys = strategy(s, ClassContext(n_pos, n_neg, linear=False))
@@ -65,15 +63,15 @@ def test_cosine_rankers_never_use_the_margin(name, scores):
 
 def test_positive_and_margin_strategies_on_a_linear_ranker(scores):
     ctx = ClassContext(2, 9, linear=True)
-    assert is_positive_order(get_strategy("positive")(scores, ctx), scores)
-    assert is_margin_order(get_strategy("margin")(scores, ctx), scores)
+    assert is_positive_order(STRATEGIES["positive"](scores, ctx), scores)
+    assert is_margin_order(STRATEGIES["margin"](scores, ctx), scores)
 
 
 def test_unknown_strategy_name_raises_and_names_the_choices():
-    with pytest.raises(ValueError, match="positive"):
-        get_strategy("most_uncertain")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="most_uncertain.*positive"):
         RankerConfig(strategy="most_uncertain")
+    with pytest.raises(ValueError, match="entropy"):  # removed: it ordered as the margin
+        RankerConfig(strategy="adaptive", uncertainty="entropy")
 
 
 def brute_force_combine(keys, n, tiebreak=None, class_order=None):
@@ -130,10 +128,12 @@ def test_combine_with_nothing_to_choose():
     assert len(combine([np.arange(4.0)], 0)[0]) == 0
 
 
-def test_entropy_orders_like_the_margin_for_one_binary_class(scores):
-    ctx = ClassContext(3, 3, linear=True)
+def test_information_density_on_a_uniform_density_orders_like_the_margin(scores):
+    """Entropy is monotone in |score|: without density to weigh it, the margin's order."""
+    ctx = ClassContext(3, 3, linear=True, density=np.full(len(scores), 0.5))
     np.testing.assert_array_equal(
-        np.argsort(entropy(scores, ctx), kind="stable"), np.argsort(np.abs(scores), kind="stable")
+        np.argsort(information_density(scores, ctx), kind="stable"),
+        np.argsort(np.abs(scores), kind="stable"),
     )
 
 
