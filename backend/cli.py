@@ -74,7 +74,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 def _worker(args: argparse.Namespace) -> None:
     """A non-forking RQ worker (the embedding model and warm state stay loaded between jobs)
-    with RQ's scheduler (delayed retries) and the sweeping thread (backend.jobs.sweep).
+    with RQ's scheduler (delayed retries) and the sweeping thread (backend.sweep).
 
     RQ's worker waits out a Redis outage while idle but quits on some errors after one (a
     restarted Redis has lost the worker's registration); it is started again, so one
@@ -85,9 +85,9 @@ def _worker(args: argparse.Namespace) -> None:
     from redis.exceptions import RedisError
     from rq import SimpleWorker
 
-    from backend.jobs import run_sweeps
     from backend.queueing import QUEUES
     from backend.settings import setting
+    from backend.sweep import run_sweeps
 
     if setting("redis_url") is None:
         raise SystemExit(
@@ -118,7 +118,8 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def _retain(args: argparse.Namespace) -> None:
-    from model.retention import format_table, retain_file
+    from backend.reports import retention_table
+    from model.retention import retain_file
 
     rep = retain_file(
         args.export,
@@ -132,15 +133,16 @@ def _retain(args: argparse.Namespace) -> None:
     )
     if rep.adaptive_cap is not None:
         print(f"adaptive: every label capped at {rep.adaptive_cap} rows (share <= {args.adaptive})")
-    print(format_table(rep))
+    print(retention_table(rep))
     if rep.skipped:
         print(f"skipped {rep.skipped} unlabelled {'tasks' if rep.kind != 'csv' else 'rows'}")
     print(f"wrote {args.out} ({sum(rep.after.values())} rows)")
 
 
 def _screen(args: argparse.Namespace) -> None:
+    from backend.reports import pyplot, screen_table, write_screen
     from model.data import DataError
-    from model.screening import format_screen_table, screen_csv, write_screen_outputs
+    from model.screening import screen_csv
 
     try:
         threshold, seed = float(args.threshold), int(args.random_state)
@@ -149,6 +151,7 @@ def _screen(args: argparse.Namespace) -> None:
             f"--threshold must be a number and --random-state an integer, got "
             f"{args.threshold!r} and {args.random_state!r}"
         ) from None
+    pyplot()
     rep = screen_csv(
         args.data,
         text_column=args.text_column,
@@ -157,8 +160,8 @@ def _screen(args: argparse.Namespace) -> None:
         threshold=threshold,
         random_state=seed,
     )
-    write_screen_outputs(rep, Path(args.out))
-    print(format_screen_table(rep))
+    write_screen(rep, Path(args.out))
+    print(screen_table(rep))
     print(f"wrote {args.out}/screen.csv and {args.out}/rarity_hist.png")
 
 

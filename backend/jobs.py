@@ -1,31 +1,27 @@
 """The worker's job: apply recorded events, reconcile with Label Studio, retrain, push.
 
 Nothing here can wedge:
-* One job per project at a time, under a Redis lock that expires `lock_seconds` after its
-  job stops renewing it (a killed worker frees it within that). A job that finds the lock
-  taken is scheduled again shortly instead of blocking its worker.
+* One job per project at a time (backend.locks). A job that finds the lock taken is
+  scheduled again shortly instead of blocking its worker.
 * A failed job is retried by RQ with backoff (the worker runs RQ's scheduler); events are
   acknowledged only after they are applied, so a crash loses nothing.
 * An event that keeps failing is set aside with its error, not left blocking those behind.
-* `sweep`, run by every worker at start and then every 15 s, gives a job to each project
-  with pending events, a ranking owed, or a reconciliation due, so no fault needs a new
-  webhook (or a person) to be repaired.
+* The sweep (backend.sweep) gives a job to each project that owes work, so no fault needs
+  a new webhook (or a person) to be repaired.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 
 from redis.exceptions import RedisError
 
 from backend import labelstudio as ls
-from backend.client import client_for, config_from_label_studio, our_backends, secure_webhooks
+from backend.client import client_for, config_from_label_studio, secure_webhooks
 from backend.embedder import fan_out
 from backend.events import apply_event, is_noop, needs_configuring
+from backend.locks import project_lock
 from backend.queueing import enqueue
 from backend.reconcile import first_contact, reconcile, sync
 from backend.retrain import retrain_and_push
@@ -35,51 +31,14 @@ from backend.settings import (
     parse_label_config,
     redis_url,
     resolve,
-    setting,
 )
 from backend.store import Store, connect
+from backend.sweep import reconcile_seconds
 
 log = logging.getLogger("rarelabel.worker")
 # PROJECT_UPDATED is not among them: configuring the project fires it, so it would loop.
 REBUILD_ACTIONS = {"SETUP", "START_TRAINING"}
 MAX_EVENT_ATTEMPTS = 3  # then the event is set aside with its error
-
-
-def sweep_seconds() -> float:
-    return float(setting("sweep_seconds"))
-
-
-def reconcile_seconds() -> float:
-    return float(setting("reconcile_seconds"))
-
-
-@contextmanager
-def project_lock(store: Store, project: int) -> Iterator[bool]:
-    """Yields whether this job holds the project's lock; while it does, a thread renews it
-    every third of its lifetime, so only a dead job's lock ever expires."""
-    ttl = lock_seconds()
-    lock = store.r.lock(store.key(project, "lock"), timeout=ttl, blocking=False, thread_local=False)
-    if not lock.acquire():
-        yield False
-        return
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(ttl / 3):
-            try:
-                lock.reacquire()
-            except RedisError as e:  # Redis away: the job's own calls fail and it retries
-                log.warning("project %s: could not renew the job lock: %s", project, e)
-
-    renewer = threading.Thread(target=renew, daemon=True, name=f"lock-{project}")
-    renewer.start()
-    try:
-        yield True
-    finally:
-        stop.set()
-        renewer.join()
-        with suppress(RedisError):  # expired, or Redis gone: it frees itself
-            lock.release()
 
 
 def process_project(project: int) -> dict:
@@ -189,65 +148,3 @@ def _process(store: Store, project: int) -> dict:
     elif store.backlog_size(project):
         fan_out(store, project)
     return result
-
-
-def needs_job(store: Store, project: int, now: float) -> bool:
-    if store.queued_events(project) or store.dirty(project) or store.backlog_size(project):
-        return True
-    status = store.status(project)
-    if "synced_at" not in status:
-        return True
-    return now - float(status.get("reconciled_at", 0)) >= reconcile_seconds()
-
-
-def sweep(store: Store, force: bool = False) -> list[int]:
-    """Give a job to every project that needs one; returns them. Cheap: a few Redis reads
-    per project, and at most one sweep per interval across all workers (a worker that
-    starts sweeps at once: `force`)."""
-    taken = store.r.set("rl:sweep", 1, nx=True, ex=max(1, int(sweep_seconds() * 0.9)))
-    if not (taken or force):
-        return []
-    if not store.initialised():
-        discover(store)
-    now, due = time.time(), []
-    for project in store.projects():
-        if needs_job(store, project, now) and not store.r.exists(store.key(project, "lock")):
-            enqueue(store, project, retry=False)
-            due.append(project)
-    if due:
-        log.info("sweep: jobs for projects %s", due)
-    return due
-
-
-def discover(store: Store) -> None:
-    """After Redis lost its data: find the projects that use this backend in Label Studio
-    (needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)."""
-    try:
-        client = client_for(None)
-        for project in ls.list_projects(client):
-            if our_backends(client, project):
-                store.add_project(project)
-                log.info("project %s: found in Label Studio, will be rebuilt", project)
-        store.mark_initialised()
-    except ls.LabelStudioError as e:
-        log.warning("cannot look for projects in Label Studio yet: %s", e)
-
-
-def run_sweeps(stop: threading.Event) -> None:
-    """The worker's sweeping thread: at start, then every `sweep_seconds`; after a Redis
-    outage, at once and with every project's reconciliation due."""
-    first, outage, run_id = True, True, None
-    while True:
-        try:
-            store = Store(connect(redis_url()))
-            now_id = store.r.info("server").get("run_id")  # new at every Redis restart
-            if (outage or now_id != run_id) and not first:  # webhooks may have been lost
-                store.reconcile_soon(store.projects())
-                log.info("sweep: Redis was away; every project is reconciled now")
-            sweep(store, force=first or outage or now_id != run_id)
-            first, outage, run_id = False, False, now_id
-        except RedisError as e:
-            outage = True
-            log.warning("sweep: Redis unavailable (%s); trying again", e)
-        if stop.wait(sweep_seconds()):
-            return

@@ -94,6 +94,26 @@ class StoreCollector:
                 if key.startswith("positives:"):
                     found.add_metric([str(p), key.split(":", 1)[1]], float(value))
         yield found
+        yield from estimate_gauges({p: project_status(store, p)["estimates"] for p in statuses})
+
+
+ESTIMATE_GAUGES = {  # an unknown estimate (no positive yet, ...) is left out, never 0
+    "total": ("rarelabel_rare_estimated_total", "Estimated rare items of the class in the pool"),
+    "low": ("rarelabel_rare_estimated_low", "Lower end of the estimate's 90% interval"),
+    "high": ("rarelabel_rare_estimated_high", "Upper end of the estimate's 90% interval"),
+    "recall": ("rarelabel_rare_recall_estimate", "Found / estimated total"),
+    "stop": ("rarelabel_stop_suggested", "1 when recall >= target with 95% confidence"),
+}
+
+
+def estimate_gauges(estimates: dict[int, dict]):
+    for field, (name, help_text) in ESTIMATE_GAUGES.items():
+        family = GaugeMetricFamily(name, help_text, labels=["project", "class"])
+        for p, per_class in estimates.items():
+            for t, e in per_class.items():
+                if e.get("total") is not None:
+                    family.add_metric([str(p), t], float(e[field]))
+        yield family
 
 
 def render_metrics(store: Store) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
 from backend import labelstudio as ls
 from backend.client import client_for
+from backend.estimates import as_json, class_estimates
 from backend.queue_sync import plan_push
 from backend.settings import ProjectConfig
 from backend.store import Store
@@ -86,8 +88,16 @@ def _retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
     store.record_asked(p, {t: (label_of_task[t], logit_of_task[t]) for t in plan.writes})
     store.save_model(p, StoredModel.from_prioritiser(prio, cfg.model_version))
     counts = state_labels.counts()
+    estimates = as_json(class_estimates(cfg.targets, pool, labels, asked, prio.score(pool.X)))
     store.add_curve_point(
-        p, {"labels": len(labels), "found": {t: counts[t]["positives"] for t in cfg.targets}}
+        p,
+        {
+            "labels": len(labels),
+            "found": {t: counts[t]["positives"] for t in cfg.targets},
+            "estimate": {
+                t: {k: e[k] for k in ("total", "low", "high")} for t, e in estimates.items()
+            },
+        },
     )
     total = time.perf_counter() - t0
     store.set_status(
@@ -98,6 +108,7 @@ def _retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
         last_predictions_written=written,
         labels_seen=len(labels),
         pool_size=len(pool.ids),
+        estimates=json.dumps(estimates),
         **{f"positives:{t}": counts[t]["positives"] for t in cfg.targets},
     )
     log.info(

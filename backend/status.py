@@ -7,6 +7,7 @@ fields, and the same fields feed `/metrics`.
 
 from __future__ import annotations
 
+import json
 import time
 from html import escape
 
@@ -47,6 +48,7 @@ def project_status(store: Store, project: int, now: float | None = None) -> dict
         "last_reconciled_ago_s": None
         if "reconciled_at" not in st
         else round(now - float(st["reconciled_at"]), 1),
+        "estimates": json.loads(st["estimates"]) if "estimates" in st else {},
         "curve": store.curve(project),
         "import": {
             "tasks": int(number("last_import_tasks") or 0),
@@ -69,6 +71,37 @@ def health_word(s: dict) -> tuple[str, str]:
     if s["ranking_stale"] or s["pending_events"]:
         return "catching up", f"{s['pending_events']} events pending"
     return "healthy", "the ranking in Label Studio follows every label"
+
+
+CLASS_HEAD = (
+    "<tr><th>class</th><th>found</th><th>estimated in the pool (90%)</th><th>recall</th>"
+    "<th>labels to the next find</th><th>stop?</th></tr>"
+)
+
+
+def _class_row(t: str, s: dict) -> str:
+    """One class: what was found, and the estimate, or "unknown" and why."""
+    e = s["estimates"].get(t)
+    cls = escape(t)
+
+    def cell(field: str, text: str) -> str:
+        return f'<td data-field="{field}" data-class="{cls}">{escape(text)}</td>'
+
+    found = cell("positives", str(s["positives"].get(t, 0)))
+    if not e or e.get("total") is None:
+        why = e["reason"] if e else "no retrain yet"
+        unknown = f'<td colspan="4" data-field="unknown" data-class="{cls}">'
+        return f"<tr><th>{cls}</th>{found}{unknown}unknown: {escape(why)}</td></tr>"
+    wait = e["labels_to_next_find"]
+    stop = "yes: recall ≥ target with 95% confidence" if e["stop"] else "not yet"
+    return (
+        f"<tr><th>{cls}</th>{found}"
+        + cell("estimated_total", f"{e['total']:.0f} [{e['low']:.0f}–{e['high']:.0f}]")
+        + cell("recall", f"{e['recall']:.0%} (≥ {e['recall_low']:.0%})")
+        + cell("next_find", "none expected" if wait is None else f"{wait:.0f}")
+        + cell("stop", stop)
+        + f'</tr><tr><td></td><td colspan="5" class="why">{escape(e["reason"])}</td></tr>'
+    )
 
 
 def _row(label: str, value, field: str) -> str:
@@ -106,11 +139,7 @@ def render(statuses: list[dict]) -> str:
             _row("last import: tasks", s["import"]["tasks"], "import_tasks"),
             _row("last import: likely rare", s["import"]["likely_rare"], "import_likely_rare"),
         ]
-        found = "".join(
-            f'<tr><th>{escape(t)}</th><td data-field="positives" data-class="{escape(t)}">'
-            f"{s['positives'].get(t, 0)}</td></tr>"
-            for t in s["targets"]
-        )
+        found = "".join(_class_row(t, s) for t in s["targets"])
         aside = "".join(
             f"<li>{escape(str(e['action']))}: {escape(str(e['error']))}</li>"
             for e in s["set_aside"]
@@ -126,7 +155,7 @@ def render(statuses: list[dict]) -> str:
             f'<section id="project-{p}" class="{word.replace(" ", "-")}">'
             f"<h2>Project {p} <span class=badge>{escape(word)}</span></h2>{bar}"
             f"<table>{''.join(rows)}</table>"
-            f"<h3>Rare items found</h3><table>{found}</table>"
+            f"<h3>Rare items found</h3><table>{CLASS_HEAD}{found}</table>"
             f"<figure>{curve_svg(s['curve'], s['targets'])}</figure>"
             + (f"<h3>Events set aside</h3><ul>{aside}</ul>" if aside else "")
             + "</section>"
@@ -139,6 +168,7 @@ section {{ border-left: 6px solid #999; padding: 0 1em 1em; margin-bottom: 2em; 
 section.healthy {{ border-color: #2a8a3e; }} section.failing {{ border-color: #c0392b; }}
 section.attention, section.catching-up, section.starting {{ border-color: #d49a00; }}
 th {{ text-align: left; font-weight: normal; color: #555; padding-right: 2em; }}
+.why {{ color: #777; font-size: 0.85em; }}
 .badge {{ font-size: 0.7em; padding: 0.1em 0.5em; border-radius: 0.4em; background: #eee; }}
 </style></head><body><h1>rarelabel</h1>{body}
 <p><a href="/metrics">/metrics</a> · <a href="/status.json">/status.json</a></p></body></html>"""

@@ -24,7 +24,7 @@ seconds from one annotation to its retrain pushed into Label Studio in normal op
 
 The intervals are the worker's RARELABEL_SWEEP_SECONDS, RARELABEL_RECONCILE_SECONDS and
 RARELABEL_LOCK_SECONDS; those not set by a flag keep the backend's defaults (read from
-backend/jobs.py: reconciliation 60 s, lock 30 s, the sweep 15 s at the time of writing). Each
+backend/settings.py: reconciliation 60 s, lock 30 s, the sweep 15 s at the time of writing). Each
 fault may take 4 times the longest interval (at least 120 s, or --bound) before it counts as
 not converged. Figures go to stdout (a table) and to --out (JSON); the logs of every stack stay
 in the temporary directory printed at the start (removed at the end unless --keep-tmp).
@@ -82,13 +82,14 @@ def log(msg: str) -> None:
 
 
 def backend_defaults() -> dict[str, float]:
-    """The intervals the backend uses when none is set (read from backend/jobs.py)."""
+    """The intervals the backend uses when none is set (read from backend/settings.py)."""
     try:
-        from backend import jobs
+        from backend import sweep
+        from backend.settings import lock_seconds
 
         saved = {k: os.environ.pop(k) for k in INTERVAL_KEYS if k in os.environ}
         try:
-            values = [jobs.sweep_seconds(), jobs.reconcile_seconds(), jobs.lock_seconds()]
+            values = [sweep.sweep_seconds(), sweep.reconcile_seconds(), lock_seconds()]
         finally:
             os.environ.update(saved)
     except (ImportError, AttributeError):  # a backend without them: the documented defaults

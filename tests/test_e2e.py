@@ -165,6 +165,21 @@ def test_label_all_tasks_serves_rare_items_first(stack):
         return metric(m.text, "rarelabel_rare_positives_found", labels)
 
     wait_for(lambda: positives_metric() == N_SEEDS + found, 60, "metrics after the last label")
+    # the manager's questions: an estimate of the class's count, at least what was found,
+    # the same on the status page's JSON and /metrics, and a curve point per label count
+    status = httpx.get(f"{url}/status.json", timeout=5).json()
+    mine = next(s for s in status["projects"] if s["project"] == pid)
+    est = mine["estimates"][TARGET]
+    assert est["found"] == N_SEEDS + found
+    if est["total"] is None:
+        assert est["reason"]  # unknown, and why
+    else:
+        assert est["low"] <= est["total"] <= est["high"] and est["low"] >= est["found"]
+        m = httpx.get(f"{url}/metrics", timeout=5).text
+        labels = {"project": str(pid), "class": TARGET}
+        assert metric(m, "rarelabel_rare_estimated_total", labels) == est["total"]
+    counts = [point["labels"] for point in mine["curve"]]
+    assert counts == sorted(counts) and counts[-1] == N_SEEDS + N_ANNOTATE
     # every task served was asked for by the target, with the logit it had then (the class's
     # calibration in model.class_choice)
     asked = store.asked(pid)

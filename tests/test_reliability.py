@@ -17,7 +17,7 @@ from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
 from backend import app as app_module
-from backend import embedder, jobs, warm
+from backend import embedder, jobs, locks, sweep, warm
 from backend.embedder import embed_tasks
 from backend.events import apply_event
 from backend.queueing import EMBED_QUEUE, QUEUE
@@ -140,11 +140,11 @@ def test_a_dead_jobs_lock_expires_and_a_live_jobs_lock_is_renewed(store, monkeyp
     dead = store.r.lock(store.key(7, "lock"), timeout=1)
     assert dead.acquire(blocking=False)  # a killed job never releases it
     time.sleep(1.2)
-    with jobs.project_lock(store, 7) as held:
+    with locks.project_lock(store, 7) as held:
         assert held
         time.sleep(2.5)  # far past the lock's lifetime: the renewing thread keeps it
         assert store.r.exists(store.key(7, "lock"))
-        with jobs.project_lock(store, 7) as other:
+        with locks.project_lock(store, 7) as other:
             assert not other
     assert not store.r.exists(store.key(7, "lock"))
 
@@ -156,9 +156,9 @@ def test_the_sweep_gives_a_job_to_every_project_owing_work(store, monkeypatch):
     store.record_event(1, {"action": "START_TRAINING"})  # pending events
     store.mark_dirty(2)  # a retrain owed (the last push failed)
     store.set_status(3, reconciled_at=time.time() - 120)  # a reconciliation due
-    assert sorted(jobs.sweep(store, force=True)) == [1, 2, 3]
+    assert sorted(sweep.sweep(store, force=True)) == [1, 2, 3]
     assert len(Queue(QUEUE, connection=store.r)) == 3
-    assert jobs.sweep(store) == []  # another worker's sweep in the same interval: none
+    assert sweep.sweep(store) == []  # another worker's sweep in the same interval: none
 
 
 @pytest.mark.parametrize(

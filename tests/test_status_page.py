@@ -3,6 +3,7 @@ says what is wrong, and its numbers are the ones /metrics gives."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -46,9 +47,26 @@ def test_the_status_page_shows_each_projects_health_as_metrics_count_it(served, 
         store.save_config(resolve(p, LABEL_CONFIG, {"targets": ["Artist", "Company"]}))
     now = time.time()
     good = {"last_retrain_at": now - 4, "last_predictions_written": 12, "pool_size": 3060}
+    # as the worker stores them after a retrain (backend.estimates): one class estimated,
+    # one with nothing to go on yet
+    artist_est = {"found": 9, "total": 11.4, "low": 9.0, "high": 15.0, "recall": 0.789}
+    artist_est |= {"recall_low": 0.6, "labels_to_next_find": 7.5, "stop": False, "reason": "r"}
+    company_est = {"found": 0, "total": None, "low": None, "high": None, "recall": None}
+    company_est |= {"recall_low": None, "labels_to_next_find": None, "stop": False}
+    company_est["reason"] = "no positive labelled yet: nothing shows how the scores map to hits"
+    estimates = json.dumps({"Artist": artist_est, "Company": company_est})
     store.set_status(
-        healthy, labels_seen=41, reconciled_at=now - 10, **good, **{"positives:Artist": 9}
+        healthy,
+        labels_seen=41,
+        reconciled_at=now - 10,
+        estimates=estimates,
+        **good,
+        **{"positives:Artist": 9},
     )
+    for n in range(30, 42):
+        band = {"total": 11.0 + n / 100, "low": 9.0, "high": 15.0}
+        point = {"Artist": 9 if n > 35 else 8, "Company": 0}
+        store.add_curve_point(healthy, {"labels": n, "found": point, "estimate": {"Artist": band}})
     bad = {"last_error": "importing predictions: HTTP 503", "last_error_at": now - 5}
     store.set_status(troubled, last_retrain_at=now - 600, pool_size=200, labels_seen=7, **bad)
     store.set_aside(troubled, {"action": "ANNOTATION_CREATED"}, "KeyError: 'id'")
@@ -67,8 +85,15 @@ def test_the_status_page_shows_each_projects_health_as_metrics_count_it(served, 
         def field(p: int, name: str) -> str:
             return page.locator(f'#project-{p} [data-field="{name}"]').first.inner_text()
 
-        def found(p: int, cls: str) -> str:
-            return page.locator(f'#project-{p} [data-class="{cls}"]').inner_text()
+        def found(p: int, cls: str, name: str = "positives") -> str:
+            return page.locator(
+                f'#project-{p} [data-field="{name}"][data-class="{cls}"]'
+            ).inner_text()
+
+        estimated = found(healthy, "Artist", "estimated_total")
+        company_unknown = found(healthy, "Company", "unknown")
+        curve = page.locator(f"#project-{healthy} svg polyline[data-found='Artist']").count()
+        band = page.locator(f"#project-{healthy} svg polygon[data-band='Artist']").count()
 
         shown = {
             p: {
@@ -100,3 +125,11 @@ def test_the_status_page_shows_each_projects_health_as_metrics_count_it(served, 
     artist = {"project": str(healthy), "class": "Artist"}
     assert float(shown[healthy]["Artist"]) == metric(text, "rarelabel_rare_positives_found", artist)
     assert shown[troubled]["Artist"] == "0"  # no positive yet: zero found, not a made-up number
+    total, low, high = (
+        metric(text, f"rarelabel_rare_estimated_{k}", artist) for k in ("total", "low", "high")
+    )
+    assert estimated == f"{total:.0f} [{low:.0f}–{high:.0f}]" == "11 [9–15]"
+    company = {"project": str(healthy), "class": "Company"}
+    assert metric(text, "rarelabel_rare_estimated_total", company) is None  # never a made-up 0
+    assert company_unknown.startswith("unknown: no positive labelled yet")
+    assert curve == 1 and band == 1

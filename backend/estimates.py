@@ -1,0 +1,48 @@
+"""Per class, after each retrain: how many rare items the pool probably holds, and whether
+labelling more still pays (model.estimate holds the method and its assumptions).
+
+The history is each labelled task in the order it was labelled, with the class's logit
+when that class's ranker asked for it (backend.store's `asked`); a task another class asked
+for, or labelled unasked, counts as found but not in the calibration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+
+from model.estimate import Estimate, Pick, estimate
+from model.labels import Label, has
+from model.prioritiser import Pool
+
+
+def class_estimates(
+    targets: list[str],
+    pool: Pool,
+    labels: dict[int, Label],
+    asked: dict[int, tuple[str, float | None]],
+    scores: np.ndarray,
+) -> dict[str, Estimate]:
+    """`scores`: the fitted rankers' (n, classes) logits over the pool's rows."""
+    in_pool = [(t, label) for t, label in labels.items() if t in pool.row]
+    unlabelled = np.ones(len(pool.ids), dtype=bool)
+    unlabelled[[pool.row[t] for t, _ in in_pool]] = False
+    out = {}
+    for j, target in enumerate(targets):
+        history = []
+        for task, label in in_pool:
+            by, logit = asked.get(task, (None, None))
+            score = logit if by == target else None
+            history.append(Pick(positive=has(label, target), score=score))
+        out[target] = estimate(history, scores[unlabelled, j])
+    return out
+
+
+def as_json(estimates: dict[str, Estimate]) -> dict[str, dict]:
+    """Rounded for the status hash and the curve; None stays None ("unknown")."""
+
+    def rounded(v):
+        return round(v, 3) if isinstance(v, float) else v
+
+    return {t: {k: rounded(v) for k, v in asdict(e).items()} for t, e in estimates.items()}
