@@ -9,11 +9,13 @@ from pathlib import Path
 
 
 def _simulate(args: argparse.Namespace) -> None:
+    from backend.reports import progress_bars, pyplot, simulation_table, write_simulation
     from model.prioritiser import RankerConfig
-    from model.simulate import format_table, simulate_csv, write_outputs
+    from model.simulate import simulate_csv
 
     given = {k: getattr(args, k) for k in ("f_a", "strategy", "C") if getattr(args, k) is not None}
     config = RankerConfig(**given, random_state=args.random_state)
+    pyplot()
     rep = simulate_csv(
         args.data,
         args.target,
@@ -26,9 +28,10 @@ def _simulate(args: argparse.Namespace) -> None:
         test=args.test,
         config=config,
         audit_rate=args.audit_rate,
+        progress=progress_bars(args.budget),
     )
-    write_outputs(rep, Path(args.out))
-    print(format_table(rep))
+    write_simulation(rep, Path(args.out))
+    print(simulation_table(rep))
     print(f"wrote {args.out}/curve.json, {args.out}/curve.png and {args.out}/estimate.png")
 
 

@@ -62,10 +62,10 @@ def _retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
     prio = state.prioritiser_for()
     prio.config = cfg.ranker
     prio.fit(pool, state_labels, state.rarity_for(state_labels), state.index_for(prio.config))
-    rows, _ = prio.queue(cfg.queue_size)
-    queue = [int(pool.ids[r]) for r in rows]
-    label_of_task = dict(zip(queue, prio.queue_targets_, strict=True))  # the class that asked
-    logit_of_task = dict(zip(queue, prio.queue_logits_.tolist(), strict=True))
+    q = prio.queue(cfg.queue_size)
+    queue = [int(pool.ids[r]) for r in q.rows]
+    label_of_task = dict(zip(queue, q.targets, strict=True))  # the class that asked
+    logit_of_task = dict(zip(queue, q.logits.tolist(), strict=True))
     fit_seconds = time.perf_counter() - t0
 
     plan = plan_push(store.pushed(p), queue, set(labels))

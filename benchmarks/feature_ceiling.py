@@ -23,12 +23,9 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.simulate_dbpedia import (  # noqa: E402
-    DATA,
-    TARGETS,
-    load,
-    pool_for,
-)
+from benchmarks.data_dir import DBPEDIA14  # noqa: E402
+from benchmarks.harness import DBPEDIA_TARGETS as TARGETS  # noqa: E402
+from benchmarks.harness import load, pool_for  # noqa: E402
 from model.features import LexicalFeatures, with_lexical  # noqa: E402
 
 
@@ -53,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=int, default=300)
     args = p.parse_args(argv)
     threadpool_limits(2)
-    b = load(DATA, args.budget, None)
+    b = load(DBPEDIA14, args.budget, None)
     texts = b.data.texts
     print(
         f"{'seed':<5}{'features':<10}"

@@ -13,9 +13,6 @@ spinning on the CPU for the whole run, as a loaded machine would have.
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
-import json
 import multiprocessing
 import sys
 import tempfile
@@ -30,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from backend import labelstudio as ls  # noqa: E402
 from backend.store import Store, connect  # noqa: E402
 from benchmarks.data_dir import DBPEDIA14  # noqa: E402
+from benchmarks.harness import csv_rows, write_json  # noqa: E402
 from tests.ls_harness import start_label_studio, wait_for  # noqa: E402
 from tests.serve_harness import start_serve  # noqa: E402
 
@@ -40,10 +38,7 @@ def spin() -> None:
 
 
 def texts(n: int) -> list[str]:
-    csv.field_size_limit(sys.maxsize)
-    with gzip.open(DBPEDIA14, "rt", encoding="utf-8", newline="") as f:
-        rows = [r["text"] for r in csv.DictReader(f) if r["text"].strip()]
-    return rows[:n]
+    return [r["text"] for r in csv_rows(DBPEDIA14) if r["text"].strip()][:n]
 
 
 def main() -> None:
@@ -124,8 +119,7 @@ def main() -> None:
         f"| {args.tasks} | {args.busy} | {row['first_ranking_s']} s | {first_pool} | "
         f"{row['label_studio_serving_s']} s | {row['whole_pool_s']} s |"
     )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(row, indent=2))
+    write_json(Path(args.out), row)
 
 
 if __name__ == "__main__":

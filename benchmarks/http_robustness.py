@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backend.store import connect  # noqa: E402
+from benchmarks.harness import write_json  # noqa: E402
 from tests.serve_harness import start_serve  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
@@ -149,8 +150,7 @@ def main() -> None:
     print(f"fuzz: {f['requests']} requests in {f['seconds']} s, by status class {f['by_class']}")
     for line in f["5xx_examples"]:
         print("  5xx:", line)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_json(Path(args.out), result)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ in the temporary directory printed at the start (removed at the end unless --kee
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -46,6 +45,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.harness import fmt as cell  # noqa: E402
+from benchmarks.harness import log, write_json  # noqa: E402
 from tests.ls_harness import start_label_studio  # noqa: E402
 from tests.stack import (  # noqa: E402
     FAST_INTERVALS,
@@ -75,10 +76,6 @@ FAULTS = [
     "redis-during-job",
     "redis-no-aof",
 ]
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def backend_defaults() -> dict[str, float]:
@@ -156,7 +153,7 @@ def median(values: list[float]) -> float | None:
 
 
 def fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+    return cell(value, ".1f")
 
 
 def table(results: dict, faults: list[str]) -> str:
@@ -260,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             for f in faults
         },
     }
-    out.write_text(json.dumps(report, indent=2))
+    write_json(out, report)
     log(f"wrote {out}")
     return 0 if all(r is not None for f in faults for r in results[f]) else 1
 

@@ -80,7 +80,8 @@ def main() -> None:
                 t = time.perf_counter()
                 prio.fit(pool, state, index=index).queue(100)
                 timings[name].append(time.perf_counter() - t)
-    n_pseudo = sum(len(v) for v in state.pseudo_negatives.values())
+    seals = runs["SEALS, warm"][0]  # the last to fit
+    n_pseudo = sum(len(v) for v in seals.pseudo_negatives_.values())
     print(
         f"pool {args.n} x {args.dim}, 5 target classes, {len(state.labels)} labels, "
         f"{n_pseudo} pseudo-negatives in all; {args.reps} repetitions"
@@ -93,7 +94,7 @@ def main() -> None:
             f"  {name:<20} p50 {statistics.median(ms):7.1f} ms   max {ms[-1]:7.1f} ms"
             f"   {ratio:4.1f}x faster than the baseline (medians, same run)"
         )
-    working = len(runs["SEALS, warm"][0].view_)
+    working = len(seals.view_)
     print(
         f"  SEALS's working set at the end: {working} rows; its index over 384 columns "
         f"(built once, at import): {build:.1f} s"

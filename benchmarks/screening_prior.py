@@ -27,7 +27,6 @@ items that get flagged.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -41,13 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.data_dir import DBPEDIA14  # noqa: E402
+from benchmarks.harness import DBPEDIA_TARGETS as TARGETS  # noqa: E402
+from benchmarks.harness import embed, write_json  # noqa: E402
 from model.data import build_pool, read_csv  # noqa: E402
-from model.embedding import Embedder, SQLiteCache, default_cache_path  # noqa: E402
 from model.prioritiser import embed_prototypes  # noqa: E402
 from model.screening import OutlierScreen, blend_prior  # noqa: E402
 
 DATA = DBPEDIA14  # $RARELABEL_DATA_DIR/dbpedia14/dbpedia14.csv.gz
-TARGETS = ["Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder"]
 PREVALENCES = (0.005, 0.002)
 KS = (50, 100)
 OUTLIERS = ("iforest", "lof", "autoencoder")
@@ -129,8 +128,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     data = read_csv(args.data, "text", "label")
-    embedder = Embedder(cache=SQLiteCache(default_cache_path()))
-    X = embedder.encode(data.texts, progress=True)
+    embedder, X = embed(data.texts)
     protos = embed_prototypes(embedder, TARGETS)
     labels = np.array(data.labels)
     print(f"{args.data.name}: {len(data)} rows embedded in {time.perf_counter() - t0:.1f} s")
@@ -162,8 +160,7 @@ def main() -> None:
                 "runs": runs,
             }
             print_table(prev, n, pos, args.seeds, rows, fit_s)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+    write_json(args.out, report, indent=1)
     print(f"wrote {args.out} ({time.perf_counter() - t0:.0f} s in all)")
 
 

@@ -26,8 +26,6 @@ Figures go to stdout (a table) and to --out (JSON); the backend's logs next to i
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
 import json
 import os
 import platform
@@ -50,12 +48,13 @@ sys.path.insert(0, str(ROOT))
 from backend import labelstudio as ls  # noqa: E402
 from backend.store import RedisVectorCache, Store, connect  # noqa: E402
 from benchmarks.data_dir import DBPEDIA14  # noqa: E402
+from benchmarks.harness import DBPEDIA_TARGETS as TARGETS  # noqa: E402
+from benchmarks.harness import csv_rows, log  # noqa: E402
 from model.embedding import DEFAULT_MODEL, SQLiteCache, cache_key, default_cache_path  # noqa: E402
 from model.prioritiser import prototype_text  # noqa: E402
 from tests.ls_harness import free_port, start_label_studio, wait_for  # noqa: E402
 
 DATA = DBPEDIA14  # $RARELABEL_DATA_DIR/dbpedia14/dbpedia14.csv.gz
-TARGETS = ["Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder"]
 PREVALENCE = 0.005
 N_SEEDS = 5  # seed positives per target
 REDIS_URL = "redis://127.0.0.1:6379/12"
@@ -71,10 +70,6 @@ SYNC_RE = re.compile(
 
 
 # ---------------------------------------------------------------- small helpers
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def load_avg() -> list[float]:
@@ -131,15 +126,13 @@ def retrains_in(text: str, pid: int) -> list[dict[str, float]]:
 def build_dataset(n: int, seed: int) -> list[tuple[str, str]]:
     """(label, text): each target at PREVALENCE of n, other labels filling the rest; no
     duplicate texts; fixed seed."""
-    csv.field_size_limit(sys.maxsize)
     by_label: dict[str, list[str]] = {}
     seen: set[str] = set()
-    with gzip.open(DATA, "rt", encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f):
-            text = row["text"]
-            if text.strip() and text not in seen:
-                seen.add(text)
-                by_label.setdefault(row["label"], []).append(text)
+    for row in csv_rows(DATA):
+        text = row["text"]
+        if text.strip() and text not in seen:
+            seen.add(text)
+            by_label.setdefault(row["label"], []).append(text)
     rng = np.random.default_rng(seed)
     per_target = max(N_SEEDS + 1, round(PREVALENCE * n))
     picked: list[tuple[str, str]] = []

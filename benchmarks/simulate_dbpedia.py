@@ -24,37 +24,35 @@ import multiprocessing as mp
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.data_dir import DBPEDIA14  # noqa: E402
-from model.data import Dataset, build_pool, read_csv  # noqa: E402
-from model.embedding import Embedder, SQLiteCache, default_cache_path  # noqa: E402
-from model.features import pad_prototypes, pool_features, with_lexical  # noqa: E402
-from model.prioritiser import RankerConfig, embed_prototypes  # noqa: E402
-from model.simulate import (  # noqa: E402
-    f1_per_target,
-    initial_positives,
-    recall_at,
-    run,
+from benchmarks.harness import DBPEDIA_TARGETS as TARGETS  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    INITIAL,
+    SPLIT_SEED,
+    TEST_FRACTION,
+    Bench,
+    fmt,
+    load,
+    pool_for,
     sign_test,
+    write_json,
 )
+from model.features import pad_prototypes, pool_features, with_lexical  # noqa: E402
+from model.prioritiser import RankerConfig  # noqa: E402
+from model.simulate import f1_per_target, recall_at, run  # noqa: E402
 
 DATA = DBPEDIA14  # $RARELABEL_DATA_DIR/dbpedia14/dbpedia14.csv.gz
-TARGETS = ["Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder"]
 PREVALENCES = (0.005, 0.002)
 CHECKPOINTS = (50, 100, 300)
-INITIAL = 5
-SPLIT_SEED = 20240601  # the pool-source / test split, fixed once for every run
-TEST_FRACTION = 0.2
-TEST_SEED_OFFSET = 10_000  # the same-prevalence test set of random state s uses s + this
 
 # name -> (simulate.run method, RankerConfig keyword arguments). A new variant is one line.
 # The ladder from the paper's loop to the default adds one ingredient per row. Rows that
@@ -103,63 +101,7 @@ INDEX_EVERY_COLUMN = {"seals_all"}
 
 # ---------------------------------------------------------------- data, shared by workers
 
-
-@dataclass
-class Bench:
-    """Everything a run needs; built once in the parent, inherited by forked workers."""
-
-    data: Dataset
-    X: np.ndarray  # (n, d) embeddings of every row of the file
-    labels: np.ndarray
-    source: np.ndarray  # rows of the pool-source part (80%)
-    test: np.ndarray  # rows of the held-out test part (20%)
-    prototypes: dict[str, np.ndarray]
-    budget: int
-    targets: list[str] = field(default_factory=lambda: list(TARGETS))
-
-
-BENCH: Bench | None = None
-
-
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, ...]:
-    """(source rows, test rows): `fraction` of every label goes to the test part."""
-    rng = np.random.default_rng(seed)
-    source, test = [], []
-    for label in sorted(set(labels.tolist())):
-        rows = rng.permutation(np.flatnonzero(labels == label))
-        n_test = int(round(fraction * len(rows)))
-        test.append(rows[:n_test])
-        source.append(rows[n_test:])
-    return np.sort(np.concatenate(source)), np.sort(np.concatenate(test))
-
-
-def embed(data: Dataset, chunk: int = 2000) -> tuple[Embedder, np.ndarray]:
-    """Every text through the shared SQLite cache, chunk by chunk under one progress bar."""
-    embedder = Embedder(cache=SQLiteCache(default_cache_path()))
-    parts = []
-    with tqdm(total=len(data), desc="embedding (cached)", unit="text") as bar:
-        for start in range(0, len(data), chunk):
-            parts.append(embedder.encode(data.texts[start : start + chunk]))
-            bar.update(len(parts[-1]))
-    return embedder, np.concatenate(parts)
-
-
-def load(path: Path, budget: int, limit: int | None) -> Bench:
-    t0 = time.perf_counter()
-    data = read_csv(path, "text", "label")
-    if limit:
-        data = data.subset(np.arange(min(limit, len(data))))
-    labels = np.array(data.labels)
-    embedder, X = embed(data)
-    source, test = stratified_split(labels, TEST_FRACTION, SPLIT_SEED)
-    prototypes = embed_prototypes(embedder, TARGETS)
-    print(
-        f"{path.name}: {len(data)} rows, {len(set(labels.tolist()))} labels, embedded "
-        f"{X.shape} in {time.perf_counter() - t0:.1f} s; split {len(source)} pool-source / "
-        f"{len(test)} test (seed {SPLIT_SEED}, stratified)",
-        flush=True,
-    )
-    return Bench(data, X, labels, source, test, prototypes, budget)
+BENCH: Bench | None = None  # built once in the parent (benchmarks.harness.load)
 
 
 # ---------------------------------------------------------------- one run
@@ -171,17 +113,6 @@ class Job:
     seed: int
     variant: str
     target: str | None = None  # protocol "single": this target alone; None: all five at once
-
-
-def pool_for(b: Bench, prevalence: float, seed: int, targets: list[str]):
-    """Pool rows (global), initial positives (pool rows) and the same-prevalence test rows."""
-    rng = np.random.default_rng(seed)
-    local = build_pool(b.data.subset(b.source), targets, prevalence, rng)
-    rows = b.source[local]
-    seeds = initial_positives(b.labels[rows], targets, INITIAL, rng)
-    test_rng = np.random.default_rng(seed + TEST_SEED_OFFSET)
-    test_local = build_pool(b.data.subset(b.test), targets, prevalence, test_rng)
-    return rows, seeds, b.test[test_local]
 
 
 def run_job(job: Job) -> dict:
@@ -303,10 +234,6 @@ def _mean_per_target(rs: list[dict], key: str) -> dict[str, float] | None:
     return {t: float(np.mean([r[key][t] for r in rs if t in r[key]])) for t in TARGETS}
 
 
-def _fmt(x: float | None, digits: int = 2) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
 def format_table(
     prevalence: float, summary: dict, results: list[dict], budget: int, protocol: str
 ) -> str:
@@ -338,7 +265,7 @@ def format_table(
         cells = ""
         for k in ks:
             rec = s["recall"][k]
-            cells += f"{_fmt(rec['mean']) + ' [' + _fmt(rec['min']) + ']':>16}"
+            cells += f"{fmt(rec['mean']) + ' [' + fmt(rec['min']) + ']':>16}"
         above = s.get("above_tropel")
         if v == "tropel":
             mark = "(baseline)"
@@ -348,7 +275,7 @@ def format_table(
             flags = " ".join("Y" if above[k] else "n" for k in ks if k in above)
             mark = ("yes" if all(above.values()) else "no") + "  " + flags
         lines.append(
-            f"{v:<11}{cells}{_fmt(s['f1_same_prevalence']):>14}{_fmt(s['f1_natural']):>12}"
+            f"{v:<11}{cells}{fmt(s['f1_same_prevalence']):>14}{fmt(s['f1_natural']):>12}"
             f"{s['ms_per_label_median']:>10.1f}  {mark}"
         )
     lines.append(
@@ -573,8 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     report["prevalences"] = print_report(results, args)
     wall = time.perf_counter() - t_start
     report["wall_seconds"] = round(wall, 1)
-    out_json = args.out / f"results_{args.protocol}.json"
-    out_json.write_text(json.dumps(report, indent=1))
+    out_json = write_json(args.out / f"results_{args.protocol}.json", report, indent=1)
     print(f"\nwrote {out_json}; wall time {wall / 60:.1f} min")
     return 0
 

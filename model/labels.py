@@ -1,18 +1,19 @@
-"""Who is a positive, a negative or a pseudo-negative, per target class.
+"""Who is a positive or a negative, per target class.
 
 Only the human label of each task is stored; per-class positive and negative sets are
 derived from it, so relabelling or deleting a task can never leave it in two sets. An
 annotation of class A is a positive for A and a negative for every other target; a
 multi-label annotation (a frozenset of classes) is a positive for each class it names and a
 negative only for the targets it does not name.
-Pseudo-negatives are the machine's guesses, replaced at every retrain. `asked_by` remembers
-which class asked for a task, and `asked_score` its logit then, so each class's recent
-picks calibrate its choice (model.class_choice).
+The machine's pseudo-negatives are the prioritiser's, drawn anew at each fit, which reads
+this state and never writes it. `asked_by` remembers which class asked for a task, and
+`asked_score` its logit then, so each class's recent picks calibrate its choice
+(model.class_choice).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,7 +31,6 @@ def has(label: Label, target: str) -> bool:
 class LabelState:
     targets: list[str]
     labels: dict[TaskId, Label] = field(default_factory=dict)
-    pseudo_negatives: dict[str, set[TaskId]] = field(default_factory=dict)
     asked_by: dict[TaskId, str] = field(default_factory=dict)  # in the order asked
     asked_score: dict[TaskId, float] = field(default_factory=dict)  # the asker's logit then
 
@@ -42,8 +42,6 @@ class LabelState:
 
     def set_label(self, task: TaskId, label: Label) -> None:
         self.labels[task] = label
-        for pseudo in self.pseudo_negatives.values():
-            pseudo.discard(task)
 
     def positives(self, target: str) -> set[TaskId]:
         self._check(target)
@@ -52,10 +50,6 @@ class LabelState:
     def negatives(self, target: str) -> set[TaskId]:
         self._check(target)
         return {t for t, lab in self.labels.items() if not has(lab, target)}
-
-    def set_pseudo_negatives(self, target: str, tasks: Iterable[TaskId]) -> None:
-        self._check(target)
-        self.pseudo_negatives[target] = set(tasks).difference(self.labels)
 
     def record_query(self, task: TaskId, target: str, score: float | None = None) -> None:
         """`score`: the asking class's logit for the task when it asked (its calibration)."""
@@ -80,11 +74,7 @@ class LabelState:
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {
-            t: {
-                "positives": len(self.positives(t)),
-                "negatives": len(self.negatives(t)),
-                "pseudo_negatives": len(self.pseudo_negatives.get(t, ())),
-            }
+            t: {"positives": len(self.positives(t)), "negatives": len(self.negatives(t))}
             for t in self.targets
         }
 

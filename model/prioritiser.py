@@ -29,7 +29,7 @@ from model.strategies import STRATEGIES, UNCERTAINTY, ClassContext, combine
 
 if TYPE_CHECKING:  # for the hints only: hnswlib is imported where a pool needs SEALS
     from model.screening import PoolRarity
-    from model.seals import PoolIndex, WorkingSet
+    from model.seals import PoolIndex, SealsView
 
 CLASS_CHOICES = ("calibrated", "probability")
 # From this many tasks a pool is "large": its vectors are stored as float16 (`Pool.compact`)
@@ -158,6 +158,21 @@ class Pool:
         return np.array(sorted(self.row[t] for t in tasks if t in self.row), dtype=np.int64)
 
 
+@dataclass(frozen=True, eq=False)
+class Queue:
+    """The rows most wanted next, best first. Each comes with the class that asks for it and
+    that class's logit for it: recorded with the label (`LabelState.record_query`), they
+    are the evidence that calibrates the class's next choice (model.class_choice)."""
+
+    rows: np.ndarray  # pool rows
+    ranks: np.ndarray  # each row's rank within the class that asks for it
+    targets: tuple[str, ...]  # that class
+    logits: np.ndarray  # that class's logit for the row
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
 class Prioritiser:
     def __init__(
         self,
@@ -173,7 +188,9 @@ class Prioritiser:
         self.scores_: np.ndarray | None = None  # (n, k) scores of the pool
         self.raw_scores_: np.ndarray | None = None  # the same before any outlier prior
         self.ids_: list[Hashable] | None = None  # the pool those scores belong to
-        self.working_: WorkingSet | None = None  # a SEALS step's rows, kept between steps
+        self.seals_: SealsView | None = None  # on a large pool: what each step ranks
+        self.view_: np.ndarray | None = None  # the pool rows the last fit ranked (SEALS)
+        self.pseudo_negatives_: dict[str, set[Hashable]] = {}  # drawn by the last fit
 
     def fit(
         self,
@@ -182,70 +199,27 @@ class Prioritiser:
         rarity: np.ndarray | PoolRarity | None = None,
         index: PoolIndex | None = None,
     ) -> Prioritiser:
-        """Refit every class on the current labels and rescore the pool.
+        """Refit every class on the current labels and rescore the pool; `state` is read,
+        never written (the pseudo-negatives drawn are `pseudo_negatives_`).
 
-        On a pool of `seals_above` rows or more, the same work runs on a working set instead:
-        the labelled rows, the SEALS candidates and a fixed uniform sample of the pool (from
-        whose bottom the pseudo-negatives are drawn), so a step never touches all rows. The
-        working set is kept between steps (`model.seals.WorkingSet`): a step copies only
-        the rows that joined it.
+        On a pool of `seals_above` rows or more, the same work runs on a SEALS view of the
+        pool instead (`model.seals.SealsView`), so a step never touches all rows.
         `index` is the pool's neighbour index, kept by the caller (the worker keeps one over
-        the embedding and saves it); without one, the prioritiser indexes the pool itself.
+        the embedding and saves it); without one, the view indexes the pool itself.
         `rarity` (one outlier score per pool row, model.screening; a `PoolRarity` scores
         the rows read only) is the exploration prior of classes with no positive yet.
         """
         self.view_ = None
         if not self.config.needs_index(len(pool.ids)):
             return self._fit(pool, state, None if rarity is None else rarity[:])
-        rows = self._seals_rows(pool, state, index)
-        if self.working_ is None or self.working_.source is not pool.X:
-            from model.seals import WorkingSet
+        if self.seals_ is None:
+            from model.seals import SealsView
 
-            self.working_ = WorkingSet(pool.X, pool.ids)
-        self.working_.extend(rows)
-        self.view_ = self.working_.rows
-        # float32 even from a compact pool: rows are converted once, as they join
-        view = Pool(self.working_.ids, self.working_.X)
+            self.seals_ = SealsView(self.config.seals_k, self.config.seals_sample)
+        queries = {t: self.prototypes[t] for t in self.targets if t in self.prototypes}
+        view = self.seals_.restrict(pool, pool.rows(state.labels), queries, index, self.rng)
+        self.view_ = self.seals_.rows
         return self._fit(view, state, None if rarity is None else rarity[self.view_])
-
-    def _seals_rows(self, pool: Pool, state: LabelState, index: PoolIndex | None) -> np.ndarray:
-        from model.seals import PoolIndex, SealsCandidates
-
-        n = len(pool.ids)
-        if index is None:  # the prioritiser's own, over every column
-            own = getattr(self, "own_index_", None)
-            if own is not None and not own.indexed(pool.X):
-                own = None  # the same tasks with new vectors (refitted columns): a new graph
-            index = self.own_index_ = PoolIndex.follow(own, pool.ids, pool.X, pool.X.shape[1])
-        elif len(index.ids) != n:
-            raise ValueError(f"the neighbour index holds {len(index.ids)} rows, the pool {n}")
-        X = pool.X[:, : index.dim]  # a view: the columns the index was built on
-        seals = getattr(self, "seals_", None)
-        if seals is None or seals.index is not index.index:  # a new index: a new cache
-            self.seals_ = SealsCandidates(index.index, self.config.seals_k)
-            self.sample_ = self.rng.choice(n, self._sample_size(n), replace=False)
-            self.working_ = None  # rows of another pool, or of a sample drawn no more
-        elif self.seals_rows_ < n:  # tasks were imported: merge them into the cached lists
-            new = np.arange(self.seals_rows_, n)
-            self.seals_.added(new, X[new])
-            # and draw the sample again: it stands for the pool, imports included
-            self.sample_ = self.rng.choice(n, self._sample_size(n), replace=False)
-            self.working_ = None
-        self.seals_rows_ = n
-        labelled = pool.rows(state.labels)
-        self.seals_.update(X, labelled)
-        protos = [t for t in self.targets if t in self.prototypes]
-        if protos:
-            P = np.stack([self.prototypes[t][: index.dim] for t in protos])
-            self.seals_.add_queries(protos, P)
-        unlabelled = np.ones(n, dtype=bool)
-        unlabelled[labelled] = False
-        cand = self.seals_.candidates(unlabelled)
-        return np.unique(np.concatenate([labelled, cand, self.sample_]))
-
-    def _sample_size(self, n: int) -> int:
-        wanted = self.config.seals_sample
-        return min(n, wanted if wanted is not None else min(20_000, max(2_000, n // 10)))
 
     def _fit(self, pool: Pool, state: LabelState, rarity: np.ndarray | None) -> Prioritiser:
         labelled = np.zeros(len(pool.ids), dtype=bool)
@@ -274,7 +248,7 @@ class Prioritiser:
                 rng=self.rng,
             )
             self.rankers_[target] = ranker
-            state.set_pseudo_negatives(target, [pool.ids[i] for i in pseudo.tolist()])
+            self.pseudo_negatives_[target] = {pool.ids[i] for i in pseudo.tolist()}
             self.contexts_.append(
                 ClassContext(len(pos), len(neg), ranker.stage == "linear", self.config.uncertainty)
             )
@@ -311,8 +285,8 @@ class Prioritiser:
         W = np.stack([self.rankers_[t].weights[0] for t in self.targets], axis=1)
         return project(X, W, [self.rankers_[t].weights[1] for t in self.targets])
 
-    def queue(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """The `n` unlabelled rows most wanted next, in order, with their best per-class rank."""
+    def queue(self, n: int) -> Queue:
+        """The `n` unlabelled rows most wanted next."""
         if self.scores_ is None:
             raise RuntimeError("call fit() before queue()")
         cand = self.unlabelled_
@@ -338,10 +312,14 @@ class Prioritiser:
             keep = np.r_[first, np.delete(np.arange(len(order)), first)]
             order, ranks, classes = order[keep], ranks[keep], classes[keep]
         order, ranks, classes = order[:n], ranks[:n], classes[:n]
-        self.queue_targets_ = [self.targets[c] for c in classes]
-        self.queue_logits_ = logits[order, classes]  # each row's logit for the class asking
         rows = cand[order]
-        return (rows if self.view_ is None else self.view_[rows]), ranks
+        q = Queue(
+            rows if self.view_ is None else self.view_[rows],
+            ranks,
+            tuple(self.targets[c] for c in classes),
+            logits[order, classes],
+        )
+        return q
 
     def _choose_class(self, keys: list[np.ndarray], logits: np.ndarray) -> None:
         """`head_class_`, whose first choice goes first, and `class_precision_`, which orders

@@ -364,20 +364,6 @@ class RetentionReport:
     adaptive_cap: int | None = None
 
 
-def format_table(rep: RetentionReport) -> str:
-    """label | before | fraction | after, largest labels first, then the totals."""
-    order = sorted(rep.before, key=lambda lab: (-rep.before[lab], lab))
-    width = max([len("label"), len("total"), *map(len, order)])
-    lines = [f"{'label':<{width}}  {'before':>8}  {'fraction':>8}  {'after':>8}"]
-    for lab in order:
-        lines.append(
-            f"{lab:<{width}}  {rep.before[lab]:>8}  {rep.fractions[lab]:>8.4g}  {rep.after[lab]:>8}"
-        )
-    total_before, total_after = sum(rep.before.values()), sum(rep.after.values())
-    lines.append(f"{'total':<{width}}  {total_before:>8}  {'':>8}  {total_after:>8}")
-    return "\n".join(lines)
-
-
 def retain_file(
     export_path: str | Path,
     out: str | Path,

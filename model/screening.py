@@ -18,7 +18,6 @@ grow with the pool; scoring is linear in the rows scored.
 
 from __future__ import annotations
 
-import csv
 import time
 import warnings
 from collections import Counter
@@ -416,71 +415,3 @@ def screen_csv(
         labels=list(data.labels) if label_column else None,
         seconds={"embed": t1 - t0, "fit_score": t2 - t1},
     )
-
-
-def format_screen_table(rep: ScreenReport, max_labels: int = 20) -> str:
-    s = rep.summary
-    share = s["likely_rare"] / s["n"] if s["n"] else 0.0
-    lines = [
-        f"screened {s['n']} tasks with {rep.method} (rarity > {rep.threshold} = more unusual "
-        f"than {rep.threshold:.0%} of the pool)",
-        f"  likely rare   {s['likely_rare']:>8}  ({share:.1%})",
-        f"  likely common {s['likely_common']:>8}",
-        f"  time: embed {rep.seconds.get('embed', 0):.1f} s, "
-        f"fit + score {rep.seconds.get('fit_score', 0):.1f} s",
-    ]
-    rows = rep.per_label()
-    if rows:
-        small = rep.small_labels()
-        lines.append(f"{'label':<28}{'n':>8}{'mean rarity':>13}{'flagged':>9}")
-        for lab, n, mean, flagged in rows[:max_labels]:
-            mark = "  (small class)" if lab in small else ""
-            lines.append(f"{lab[:27]:<28}{n:>8}{mean:>13.3f}{flagged:>9.1%}{mark}")
-        if len(rows) > max_labels:
-            lines.append(f"... {len(rows) - max_labels} more labels in screen.csv")
-    return "\n".join(lines)
-
-
-def write_screen_outputs(rep: ScreenReport, out: Path) -> None:
-    """`screen.csv` (id, rarity, flagged[, label]) and `rarity_hist.png`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "screen.csv", "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "rarity", "flagged"] + (["label"] if rep.labels else []))
-        for i, task_id in enumerate(rep.ids):
-            row = [task_id, f"{rep.rarity[i]:.6f}", int(rep.flagged[i])]
-            w.writerow(row + ([rep.labels[i]] if rep.labels else []))
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    bins = np.linspace(0, 1, 41)
-    small = rep.small_labels()
-    if small:
-        is_small = np.isin(np.array(rep.labels), sorted(small))
-        ax.hist(
-            [rep.rarity[~is_small], rep.rarity[is_small]],
-            bins=bins,
-            stacked=True,
-            label=[
-                "other labels",
-                f"small classes ({', '.join(sorted(small)[:4])}"
-                + (", ..." if len(small) > 4 else "")
-                + ")",
-            ],
-            color=["tab:blue", "tab:orange"],
-        )
-    else:
-        ax.hist(rep.rarity, bins=bins, color="tab:blue", label="tasks")
-    ax.axvline(rep.threshold, color="k", linestyle="--", label=f"threshold {rep.threshold}")
-    ax.set_xlabel(f"rarity ({rep.method}; percentile of the outlier score)")
-    ax.set_ylabel("tasks")
-    s = rep.summary
-    ax.set_title(f"{s['n']} tasks: {s['likely_rare']} likely rare, {s['likely_common']} common")
-    ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # room for the legend above the bars
-    ax.legend(loc="upper left", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(out / "rarity_hist.png", dpi=110)
-    plt.close(fig)

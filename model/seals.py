@@ -19,7 +19,7 @@ Two pieces:
   `added`), so incremental imports are not missed.
 
 `PoolIndex` keeps a pool's index with its task ids (and on disk); `WorkingSet` the rows a
-SEALS step ranks, between steps.
+SEALS step ranks, between steps; `SealsView`, what the prioritiser ranks instead of the pool.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from pathlib import Path
 
 import hnswlib
 import numpy as np
+
+from model.prioritiser import Pool
 
 # Measured with benchmarks/seals_1m.py (1M synthetic clustered 384-d unit vectors, 2 cores
 # shared with other jobs, load 4-8): M=16, ef_construction=64 builds 1M rows in 5-8 min
@@ -399,3 +401,72 @@ class WorkingSet:
         self.ids.extend(self.pool_ids[i] for i in new.tolist())
         self.size = end
         return len(new)
+
+
+class SealsView:
+    """SEALS as a view over the pool, wrapping the ranking as small-text's subsampling
+    strategies wrap a base strategy: `restrict` gives the rows to rank (the labelled, the
+    SEALS candidates and a fixed uniform sample, the pseudo-negatives' source), `rows` maps
+    them back. Its state follows the pool's imports; a new index starts it afresh."""
+
+    def __init__(self, k: int, sample: int | None = None) -> None:
+        self.k, self.sample_wanted = k, sample
+        self.candidates: SealsCandidates | None = None
+        self.own_index: PoolIndex | None = None  # without a caller's index: one over every column
+        self.sample = np.empty(0, np.int64)
+        self.working: WorkingSet | None = None
+        self.size = 0  # pool rows the neighbour lists know of
+
+    def sample_size(self, n: int) -> int:
+        """A tenth of the pool, at least 2,000 and at most 20,000 rows (or as asked)."""
+        wanted = self.sample_wanted
+        return min(n, wanted if wanted is not None else min(20_000, max(2_000, n // 10)))
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The pool row of each row of the last `restrict`'s pool."""
+        assert self.working is not None, "restrict() first"
+        return self.working.rows
+
+    def restrict(
+        self,
+        pool: Pool,
+        labelled: np.ndarray,
+        queries: dict[str, np.ndarray],
+        index: PoolIndex | None,
+        rng: np.random.Generator,
+    ) -> Pool:
+        """The pool to rank this step: the working set grown by the rows that joined it, in
+        float32 even from a compact pool (rows are converted once, as they join).
+        `queries` (the class prototypes) find candidates before any label does."""
+        n = len(pool.ids)
+        if index is None:
+            own = self.own_index
+            if own is not None and not own.indexed(pool.X):
+                own = None  # the same tasks with new vectors (refitted columns): a new graph
+            index = self.own_index = PoolIndex.follow(own, pool.ids, pool.X, pool.X.shape[1])
+        elif len(index.ids) != n:
+            raise ValueError(f"the neighbour index holds {len(index.ids)} rows, the pool {n}")
+        X = pool.X[:, : index.dim]  # a view: the columns the index was built on
+        if self.candidates is None or self.candidates.index is not index.index:
+            self.candidates = SealsCandidates(index.index, self.k)  # a new index: a new cache
+            self.sample = rng.choice(n, self.sample_size(n), replace=False)
+            self.working = None  # rows of another pool, or of a sample drawn no more
+        elif self.size < n:  # tasks were imported: merge them into the cached lists
+            new = np.arange(self.size, n)
+            self.candidates.added(new, X[new])
+            # and draw the sample again: it stands for the pool, imports included
+            self.sample = rng.choice(n, self.sample_size(n), replace=False)
+            self.working = None
+        self.size = n
+        self.candidates.update(X, labelled)
+        if queries:
+            P = np.stack([v[: index.dim] for v in queries.values()])
+            self.candidates.add_queries(list(queries), P)
+        unlabelled = np.ones(n, dtype=bool)
+        unlabelled[labelled] = False
+        cand = self.candidates.candidates(unlabelled)
+        if self.working is None or self.working.source is not pool.X:
+            self.working = WorkingSet(pool.X, pool.ids)
+        self.working.extend(np.unique(np.concatenate([labelled, cand, self.sample])))
+        return Pool(self.working.ids, self.working.X)

@@ -6,17 +6,16 @@ mode): it tells a manager how fast the loop finds a rare class on data they alre
 
 from __future__ import annotations
 
-import json
-import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from model.estimate import Estimate, Pick, draw_audit, estimate
 from model.features import pad_prototypes, pool_features, with_lexical
-from model.labels import LabelState
+from model.labels import LabelState, has
 from model.prioritiser import Pool, Prioritiser, RankerConfig, embed_prototypes
 
 CHECKPOINTS = (50, 100, 300)
@@ -29,6 +28,9 @@ class RunResult:
     seconds_per_label: float
     prioritiser: Prioritiser | None = field(default=None, repr=False)
     state: LabelState | None = field(default=None, repr=False)
+    # with `estimates`: each class's estimate after 1, 2, ... labels (aligned with `found`)
+    estimates: list[dict[str, Estimate]] | None = field(default=None, repr=False)
+    audit: list[bool] = field(default_factory=list, repr=False)  # which labels were audit picks
 
 
 def tropel_config(config: RankerConfig) -> RankerConfig:
@@ -62,8 +64,10 @@ def run(
     method: str = "system",
     config: RankerConfig | None = None,
     prototypes: dict[str, np.ndarray] | None = None,
-    progress: bool = False,
+    progress: Callable[[str, int], None] | None = None,
     index_columns: int | None = None,
+    audit_rate: float = 0.0,
+    estimates: bool = False,
 ) -> RunResult:
     """Label `budget` tasks one at a time, retraining after each; count rare finds.
 
@@ -71,7 +75,12 @@ def run(
     model on fixed features, human labels only, top-scored item each step) or "random".
     `index_columns`: where the configuration uses SEALS, its neighbour index covers these
     leading columns of `X` (the embedding's, as in the service) instead of all of them.
+    `audit_rate`: the share of labels drawn as an audit sample (`model.estimate.draw_audit`)
+    instead of asked for by the ranker; its draws come from their own generator, so at 0 a
+    run is the same as without it. `estimates`: estimate each class's count after each label.
     """
+    if not 0 <= audit_rate < 1:
+        raise ValueError(f"audit_rate must be in [0, 1), got {audit_rate}")
     config = config or RankerConfig()
     rng = np.random.default_rng(config.random_state)
     is_rare = np.isin(labels, targets)
@@ -90,36 +99,64 @@ def run(
 
         index = PoolIndex.build(pool.ids, X, index_columns)
     random_order = rng.permutation(np.setdiff1d(np.arange(len(X)), list(seeds)))
-    found, n_found = [], 0
+    audit_rng = np.random.default_rng([config.random_state, 1]) if audit_rate > 0 else None
+    tracked = prio is not None and (estimates or audit_rng is not None)
+    labelled = np.zeros(len(X), dtype=bool)
+    labelled[list(seeds)] = True
+    history = {t: [Pick(has(lab, t)) for lab in seeds.values()] for t in targets}
+    found, n_found, ests, audits = [], 0, [], []
     t0 = time.perf_counter()
-    for step in tqdm(range(budget), desc=method, disable=not progress, leave=False):
+    for step in range(budget):
+        audit = False
         if prio is None:
             if step >= len(random_order):
                 break
             row = int(random_order[step])
         else:
-            rows, _ = prio.fit(pool, state, index=index).queue(1)
-            if len(rows) == 0:
+            queue = prio.fit(pool, state, index=index).queue(1)
+            S = pool_scores(prio, X) if tracked else None
+            if estimates and step > 0:
+                ests.append(class_estimates(history, S, labelled, targets))
+            if len(queue) == 0:
                 break
-            row = int(rows[0])
-            state.record_query(row, prio.queue_targets_[0], prio.queue_logits_[0])
+            row = int(queue.rows[0])
+            audit = audit_rng is not None and audit_rng.random() < audit_rate
+            q = None
+            if audit:  # a random task instead, drawn by the ranker's probability and uniform
+                unlabelled = np.flatnonzero(~labelled)
+                _, prob = prio.predict(X[unlabelled])
+                i, q = draw_audit(prob, audit_rng)
+                row = int(unlabelled[i])
+            else:
+                state.record_query(row, queue.targets[0], queue.logits[0])
+            if tracked:
+                for j, t in enumerate(targets):
+                    hit = has(str(labels[row]), t)
+                    history[t].append(Pick(hit, float(S[row, j]), audit, q))
         state.set_label(row, str(labels[row]))
+        labelled[row] = True
+        audits.append(audit)
         n_found += bool(is_rare[row])
         found.append(n_found)
+        if progress is not None:  # (method, labels spent): a progress bar's update
+            progress(method, len(found))
     elapsed = (time.perf_counter() - t0) / max(1, len(found))
     if prio is not None:
         prio.fit(pool, state, index=index)
-    return RunResult(method, found, elapsed, prio, state)
+        if estimates and len(ests) < len(found):
+            ests.append(class_estimates(history, pool_scores(prio, X), labelled, targets))
+    return RunResult(method, found, elapsed, prio, state, ests if estimates else None, audits)
 
 
-def sign_test(more: int, fewer: int) -> float:
-    """Two-sided sign test: how likely a split at least this uneven is between two variants
-    that are equally good, over pools where one found more and the other fewer (ties
-    dropped). Runs a find or two apart are told apart by this, not by their means."""
-    n, k = more + fewer, min(more, fewer)
-    if n == 0:
-        return 1.0
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+def pool_scores(prio: Prioritiser, X: np.ndarray) -> np.ndarray:
+    """(n, k) scores of every pool row by the last fit (a SEALS fit scored only its view)."""
+    return prio.scores_ if prio.view_ is None else prio.score(X)
+
+
+def class_estimates(
+    history: dict[str, list[Pick]], S: np.ndarray, labelled: np.ndarray, targets: list[str]
+) -> dict[str, Estimate]:
+    return {t: estimate(history[t], S[~labelled, j]) for j, t in enumerate(targets)}
 
 
 def recall_at(found: list[int], positives: int, k: int) -> float | None:
@@ -150,63 +187,70 @@ class SimulationReport:
     seconds_per_label: dict[str, float]
     recall: dict[str, dict[int, float | None]]
     f1: dict[str, float] | None = None
+    # the system's estimates (model.estimate) after 1, 2, ... labels, aligned with
+    # found["system"]: rare items in the pool besides the seeds, as `positives` counts them
+    estimate: dict[str, list[float | None]] | None = None
+    estimate_by_target: dict[str, dict[str, list[float | None]]] | None = None
+    positives_by_target: dict[str, int] | None = None
+    stopped_at: int | None = None  # labels spent when every class's rule first said stop
+    stopped_at_by_target: dict[str, int | None] | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
 def report(
-    runs: list[RunResult], positives: int, budget: int, targets: list[str]
+    runs: list[RunResult],
+    positives: int,
+    budget: int,
+    targets: list[str],
+    seeds: dict[int, str] | None = None,
+    positives_by_target: dict[str, int] | None = None,
 ) -> SimulationReport:
-    return SimulationReport(
+    """The runs side by side; with `seeds`, the system run's estimates net of them."""
+    rep = SimulationReport(
         positives=positives,
         budget=budget,
         targets=targets,
         found={r.method: r.found for r in runs},
         seconds_per_label={r.method: round(r.seconds_per_label, 4) for r in runs},
         recall={r.method: {k: recall_at(r.found, positives, k) for k in CHECKPOINTS} for r in runs},
+        positives_by_target=positives_by_target,
     )
+    system = next((r for r in runs if r.method == "system" and r.estimates is not None), None)
+    if system is not None and seeds is not None:
+        _add_estimates(rep, system.estimates, seeds)
+    return rep
 
 
-def format_table(rep: SimulationReport) -> str:
-    ks = [k for k in CHECKPOINTS if k <= rep.budget] or [rep.budget]
-    head = f"{'method':<10}" + "".join(f"{'found@' + str(k):>11}{'recall':>8}" for k in ks)
-    lines = [f"pool holds {rep.positives} rare positives besides the seeds", head]
-    for method, found in rep.found.items():
-        cells = ""
-        for k in ks:
-            r = recall_at(found, rep.positives, k)
-            cells += f"{found[k - 1] if k <= len(found) else '-':>11}"
-            cells += f"{'-' if r is None else f'{r:.2f}':>8}"
-        lines.append(f"{method:<10}{cells}")
-    if rep.f1:
-        f1s = ", ".join(f"{t} {v:.2f}" for t, v in rep.f1.items())
-        lines.append(f"held-out F1 (system): mean {np.mean(list(rep.f1.values())):.2f} ({f1s})")
-    return "\n".join(lines)
-
-
-def write_outputs(rep: SimulationReport, out: Path) -> None:
-    """`curve.json` for machines and `curve.png` (found vs labels, with the ideal) for people."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "curve.json").write_text(json.dumps(rep.to_json(), indent=1))
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    x = np.arange(1, rep.budget + 1)
-    ax.plot(x, np.minimum(x, rep.positives), "k:", label="ideal")
-    for method, found in rep.found.items():
-        ax.plot(np.arange(1, len(found) + 1), found, label=method)
-    ax.set_xlabel("labels spent")
-    ax.set_ylabel("rare positives found")
-    ax.set_title(f"{', '.join(rep.targets)}: {rep.positives} rare items in the pool")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "curve.png", dpi=120)
-    plt.close(fig)
+def _add_estimates(
+    rep: SimulationReport, ests: list[dict[str, Estimate]], seeds: dict[int, str]
+) -> None:
+    """Each class's interval net of its seeds, and their sum. The sum's interval adds the
+    classes' bounds: wider than the sum's own 90% interval, never narrower."""
+    by_target = {}
+    for t in rep.targets:
+        k = sum(lab == t for lab in seeds.values())
+        by_target[t] = {
+            key: [None if getattr(e[t], key) is None else getattr(e[t], key) - k for e in ests]
+            for key in ("total", "low", "high")
+        }
+    rep.estimate_by_target = by_target
+    rep.estimate = {
+        key: [
+            None
+            if any(v[key][i] is None for v in by_target.values())
+            else sum(v[key][i] for v in by_target.values())
+            for i in range(len(ests))
+        ]
+        for key in ("total", "low", "high")
+    }
+    rep.stopped_at_by_target = {
+        t: next((i + 1 for i, e in enumerate(ests) if e[t].stop), None) for t in rep.targets
+    }
+    rep.stopped_at = next(
+        (i + 1 for i, e in enumerate(ests) if all(e[t].stop for t in rep.targets)), None
+    )
 
 
 def simulate_csv(
@@ -223,7 +267,8 @@ def simulate_csv(
     config: RankerConfig | None = None,
     embedder=None,
     methods: tuple[str, ...] = ("system", "tropel", "random"),
-    progress: bool = True,
+    progress: Callable[[str, int], None] | None = None,
+    audit_rate: float = 0.0,
 ) -> SimulationReport:
     """The `rarelabel simulate` command minus printing: read, build the pool, embed, replay."""
     from model.data import DataError, build_pool, check_targets, read_csv
@@ -248,7 +293,7 @@ def simulate_csv(
         raise DataError(str(e)) from None
     positives = int(np.isin(labels, targets).sum()) - len(seeds)
     embedder = embedder or Embedder(cache=SQLiteCache(default_cache_path()))
-    X = embedder.encode(pool.texts, progress=progress)
+    X = embedder.encode(pool.texts, progress=progress is not None)
     # The system ranks on the embedding plus the pool's word statistics; tropel, as its
     # paper defines it, on the fixed embedding.
     X_sys, lexical = pool_features(X, pool.texts, config.lexical_dims, random_state)
@@ -266,14 +311,17 @@ def simulate_csv(
             sys_protos,
             progress=progress,
             index_columns=X.shape[1],
+            audit_rate=audit_rate,
+            estimates=True,
         )  # SEALS neighbours by the embedding, as in the service
         if m == "system"
         else run(X, labels, targets, seeds, budget, m, config, protos, progress=progress)
         for m in methods
     ]
-    rep = report(runs, positives, budget, targets)
+    by_target = {t: int(np.sum(labels == t)) - initial for t in targets}
+    rep = report(runs, positives, budget, targets, seeds, by_target)
     if test_data is not None and runs[0].prioritiser is not None:
-        X_test = embedder.encode(test_data.texts, progress=progress)
+        X_test = embedder.encode(test_data.texts, progress=progress is not None)
         if lexical is not None:
             X_test = with_lexical(X_test, lexical.transform(test_data.texts))
         rep.f1 = f1_per_target(runs[0].prioritiser, X_test, np.array(test_data.labels))

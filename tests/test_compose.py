@@ -17,6 +17,8 @@ def variables_the_code_reads() -> set[str]:
         text = path.read_text()
         names |= set(re.findall(r"""\benv\(\s*["']([A-Z][A-Z0-9_]+)["']""", text))
         names |= set(re.findall(r"""os\.environ\.get\(\s*["']([A-Z][A-Z0-9_]+)["']""", text))
+        # backend/settings.py's tables: Setting("ENV_NAME", default, parser, meaning)
+        names |= set(re.findall(r"""\bSetting\(\s*["']([A-Z][A-Z0-9_]+)["']""", text))
     return names
 
 

@@ -1,4 +1,4 @@
-"""LabelState: per-target positive / negative / pseudo-negative sets derived from human labels."""
+"""LabelState: per-target positive and negative sets derived from human labels."""
 
 from __future__ import annotations
 
@@ -39,33 +39,16 @@ def test_relabel_moves_a_task_between_sets_for_every_target(state):
         assert 2 in state.negatives(t)
 
 
-def test_pseudo_negatives_never_hold_labelled_tasks(state):
-    state.set_pseudo_negatives("artist", [1, 2, 10, 11, 12])
-    state.set_pseudo_negatives("company", [3, 11, 13])
-    assert state.pseudo_negatives["artist"] == {10, 11, 12}
-    assert state.pseudo_negatives["company"] == {11, 13}
-    # a later human label takes the task out of every class's pseudo-negatives
-    state.set_label(11, "artist")
-    assert 11 not in state.pseudo_negatives["artist"]
-    assert 11 not in state.pseudo_negatives["company"]
-    assert state.pseudo_negatives["artist"] == {10, 12}
-    # replaced, not accumulated, at the next retrain
-    state.set_pseudo_negatives("artist", [20])
-    assert state.pseudo_negatives["artist"] == {20}
-
-
-@pytest.mark.parametrize("call", ["positives", "negatives", "set_pseudo_negatives"])
+@pytest.mark.parametrize("call", ["positives", "negatives"])
 def test_unknown_target_raises(state, call):
-    args = ("sculptor", [5]) if call == "set_pseudo_negatives" else ("sculptor",)
     with pytest.raises(KeyError, match="sculptor"):
-        getattr(state, call)(*args)
+        getattr(state, call)("sculptor")
 
 
 def test_counts(state):
-    state.set_pseudo_negatives("company", [7, 8, 9])
     assert state.counts() == {
-        "artist": {"positives": 2, "negatives": 2, "pseudo_negatives": 0},
-        "company": {"positives": 1, "negatives": 3, "pseudo_negatives": 3},
+        "artist": {"positives": 2, "negatives": 2},
+        "company": {"positives": 1, "negatives": 3},
     }
 
 
@@ -81,7 +64,7 @@ def test_random_event_sequences_keep_the_sets_consistent():
     rng = np.random.default_rng(0)
     vocabulary = [*TARGETS, "village", "film"]
     state, truth = LabelState(list(TARGETS)), {}
-    for step in range(400):
+    for _ in range(400):
         task = int(rng.integers(0, 30))
         if rng.random() < 0.25:
             truth.pop(task, None)
@@ -92,15 +75,11 @@ def test_random_event_sequences_keep_the_sets_consistent():
             label = vocabulary[rng.integers(len(vocabulary))]
             state.set_label(task, label)
             truth[task] = label
-        if step % 10 == 0:
-            target = TARGETS[rng.integers(len(TARGETS))]
-            state.set_pseudo_negatives(target, rng.choice(40, size=12, replace=False).tolist())
         for t in TARGETS:
             pos, neg = state.positives(t), state.negatives(t)
             assert pos == {k for k, v in truth.items() if v == t}
             assert neg == {k for k, v in truth.items() if v != t}
             assert not pos & neg
-            assert not state.pseudo_negatives.get(t, set()) & set(truth)
 
 
 def test_recent_asks_carry_the_logit_the_class_had_when_it_asked():

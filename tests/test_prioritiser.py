@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -48,12 +50,12 @@ def test_fit_trains_one_linear_ranker_per_target(real_pool, fitted):
     np.testing.assert_allclose(prio.scores_, S, rtol=1e-5, atol=1e-5)
 
 
-def test_state_pseudo_negatives_are_set_from_the_bottom_of_the_ranking(real_pool, fitted):
+def test_pseudo_negatives_are_drawn_from_the_bottom_of_the_ranking(real_pool, fitted):
     pool, state, prio = fitted
     n_unlabelled = len(pool.ids) - len(state.labels)
     assert len(prio.unlabelled_) == n_unlabelled
     for t in real_pool.targets:
-        pseudo = state.pseudo_negatives[t]
+        pseudo = prio.pseudo_negatives_[t]
         wanted = n_pseudo_negatives(SEEDS_PER_TARGET, SEEDS_PER_TARGET, 100.0)
         cfg = prio.config
         n_bottom = min(int(n_unlabelled * cfg.bottom_fraction), n_unlabelled - cfg.keep_top)
@@ -72,8 +74,9 @@ def test_state_pseudo_negatives_are_set_from_the_bottom_of_the_ranking(real_pool
 
 def test_queue_finds_rare_items_far_above_random(real_pool, fitted):
     pool, state, prio = fitted
-    rows, ranks = prio.queue(20)
-    assert len(rows) == 20 == len(set(rows.tolist()))
+    q = prio.queue(20)
+    rows, ranks = q.rows, q.ranks
+    assert len(q) == 20 == len(set(rows.tolist()))
     assert np.all(np.diff(ranks) >= 0)
     is_rare = rare_mask(real_pool)
     unlabelled = prio.unlabelled_
@@ -89,13 +92,14 @@ def test_queue_never_returns_labelled_rows_while_labelling(real_pool):
     is_rare = rare_mask(real_pool)
     found = 0
     for _ in range(12):
-        rows, ranks = prio.fit(pool, state).queue(30)
+        q = prio.fit(pool, state).queue(30)
+        rows, ranks = q.rows, q.ranks
         labelled = set(pool.rows(state.labels).tolist())
         assert not set(rows.tolist()) & labelled
         assert len(set(rows.tolist())) == len(rows) == 30
         assert np.all(np.diff(ranks) >= 0)
         for t in real_pool.targets:
-            assert not state.pseudo_negatives[t] & set(state.labels)
+            assert not prio.pseudo_negatives_[t] & set(state.labels)
         head = int(rows[0])
         state.set_label(pool.ids[head], str(real_pool.labels[head]))  # an oracle annotator
         found += bool(is_rare[head])
@@ -112,17 +116,39 @@ def test_each_queued_row_carries_the_asking_class_and_its_logit(real_pool, choic
     cfg = RankerConfig(random_state=2, class_choice=choice)
     prio = Prioritiser(list(real_pool.targets), cfg, real_pool.prototypes)
     for _ in range(8):
-        rows, _ = prio.fit(pool, state).queue(10)
-        P = prio._probability(prio.score(pool.X[rows]))
-        cls = [prio.targets.index(t) for t in prio.queue_targets_]
-        expected = np.log(P[np.arange(len(rows)), cls] / (1 - P[np.arange(len(rows)), cls]))
-        np.testing.assert_allclose(prio.queue_logits_, expected, rtol=1e-3, atol=1e-3)
+        q = prio.fit(pool, state).queue(10)
+        P = prio._probability(prio.score(pool.X[q.rows]))
+        cls = [prio.targets.index(t) for t in q.targets]
+        expected = np.log(P[np.arange(len(q)), cls] / (1 - P[np.arange(len(q)), cls]))
+        np.testing.assert_allclose(q.logits, expected, rtol=1e-3, atol=1e-3)
         assert len(prio.class_precision_) == len(prio.targets)
-        head = int(rows[0])
-        state.record_query(pool.ids[head], prio.queue_targets_[0], prio.queue_logits_[0])
+        head = int(q.rows[0])
+        state.record_query(pool.ids[head], q.targets[0], q.logits[0])
         state.set_label(pool.ids[head], str(real_pool.labels[head]))
     asked = [state.recent_asks(t, 40) for t in prio.targets]
     assert sum(len(logits) for logits, _ in asked) == 8
+
+
+@pytest.mark.parametrize("seals_above", [0, None])
+def test_fitting_reads_the_labels_the_pool_and_the_rarity_and_writes_none_of_them(
+    real_pool, seals_above
+):
+    state = seeded_state(real_pool, seed=4)
+    state.record_query(real_pool.ids[0], real_pool.targets[0], 0.5)
+    pool = Pool(real_pool.ids, real_pool.X)
+    rarity = np.random.default_rng(0).random(len(pool.ids))
+    before = (copy.deepcopy(state), pool.X.copy(), list(pool.ids), rarity.copy())
+    cfg = RankerConfig(random_state=4, seals_above=seals_above, seals_sample=200)
+    prio = Prioritiser(list(real_pool.targets), cfg, real_pool.prototypes)
+    for _ in range(2):  # a refit too: it draws from the first fit's ranking
+        q = prio.fit(pool, state, rarity).queue(5)
+        state_after, X_after, ids_after, rarity_after = before
+        assert state == state_after
+        np.testing.assert_array_equal(pool.X, X_after)
+        np.testing.assert_array_equal(rarity, rarity_after)
+        assert pool.ids == ids_after
+    assert all(prio.pseudo_negatives_[t] for t in real_pool.targets)  # the fit's, not the state's
+    assert not set(q.rows.tolist()) & set(pool.rows(state.labels).tolist())
 
 
 def test_predict_names_a_target_with_a_score_in_0_1(real_pool, fitted):
@@ -144,8 +170,8 @@ def test_zero_shot_from_the_class_name_prototypes(real_pool):
     prio = Prioritiser(list(real_pool.targets), RankerConfig(), real_pool.prototypes)
     prio.fit(pool, state)
     assert all(isinstance(r, CosineRanker) for r in prio.rankers_.values())
-    assert all(not state.pseudo_negatives[t] for t in real_pool.targets)
-    rows, _ = prio.queue(20)
+    assert all(not prio.pseudo_negatives_[t] for t in real_pool.targets)
+    rows = prio.queue(20).rows
     is_rare = rare_mask(real_pool)
     assert is_rare[rows].sum() >= 3 * 20 * is_rare.mean()
     _, scores = prio.predict(real_pool.X_test)
@@ -162,7 +188,7 @@ def test_a_single_target_with_only_positives_ranks_by_their_centroid(real_pool):
         state.set_label(real_pool.ids[r], target)
     prio = Prioritiser([target], RankerConfig(), {}).fit(pool, state)
     assert isinstance(prio.rankers_[target], CosineRanker)
-    rows, _ = prio.queue(10)
+    rows = prio.queue(10).rows
     assert not set(rows.tolist()) & set(seeds.tolist())
     random_expectation = 10 * (is_target.sum() - len(seeds)) / (len(is_target) - len(seeds))
     assert np.sum(is_target[rows]) >= 5 * random_expectation
@@ -187,8 +213,8 @@ def test_queue_is_empty_when_everything_is_labelled():
     state = LabelState(["x"])
     for i, t in enumerate(pool.ids):
         state.set_label(t, "x" if i < 3 else "y")
-    rows, ranks = Prioritiser(["x"]).fit(pool, state).queue(5)
-    assert len(rows) == len(ranks) == 0
+    q = Prioritiser(["x"]).fit(pool, state).queue(5)
+    assert len(q.rows) == len(q.ranks) == len(q.targets) == len(q.logits) == 0
 
 
 def test_pool_checks_ids_and_maps_them_to_rows():
@@ -210,7 +236,7 @@ def test_a_compact_pool_halves_the_memory_and_keeps_the_queue(real_pool, seals_a
         pool = Pool(real_pool.ids, real_pool.X, compact=compact)
         cfg = RankerConfig(random_state=3, seals_above=seals_above, seals_sample=500)
         prio = Prioritiser(list(real_pool.targets), cfg, real_pool.prototypes)
-        rows, _ = prio.fit(pool, seeded_state(real_pool, seed=3)).queue(20)
+        rows = prio.fit(pool, seeded_state(real_pool, seed=3)).queue(20).rows
         queues.append(rows.tolist())
         scores.append(prio.score(real_pool.X))
     assert pool.X.dtype == np.float16
@@ -261,11 +287,11 @@ def test_refit_after_new_tasks_join_the_pool(real_pool):
     # with SEALS: the new rows join the index, the cached neighbour lists and the sample
     prio = Prioritiser(list(real_pool.targets), RankerConfig(seals_above=0), real_pool.prototypes)
     prio.fit(Pool(real_pool.ids[:500], real_pool.X[:500]), state)
-    index = prio.own_index_
+    index = prio.seals_.own_index
     prio.fit(Pool(real_pool.ids, real_pool.X), state)
-    assert prio.own_index_ is index and index.ids == list(real_pool.ids)
-    assert prio.seals_rows_ == len(real_pool.ids) and prio.view_.max() >= 500
-    assert (prio.sample_ >= 500).any()  # the sample stands for the grown pool
+    assert prio.seals_.own_index is index and index.ids == list(real_pool.ids)
+    assert prio.seals_.size == len(real_pool.ids) and prio.view_.max() >= 500
+    assert (prio.seals_.sample >= 500).any()  # the sample stands for the grown pool
 
 
 def test_own_index_is_rebuilt_for_new_vectors_of_the_same_tasks(real_pool):
@@ -274,15 +300,15 @@ def test_own_index_is_rebuilt_for_new_vectors_of_the_same_tasks(real_pool):
     state = seeded_state(real_pool)
     prio = Prioritiser(list(real_pool.targets), RankerConfig(seals_above=0), real_pool.prototypes)
     prio.fit(Pool(real_pool.ids, real_pool.X), state)
-    old = prio.own_index_
+    old = prio.seals_.own_index
     X2 = real_pool.X[np.random.default_rng(0).permutation(len(real_pool.ids))]
     prio.fit(Pool(real_pool.ids, X2), state)
-    assert prio.own_index_ is not old
-    rows, _ = prio.own_index_.index.neighbours(X2[:5], k=1)
+    assert prio.seals_.own_index is not old
+    rows, _ = prio.seals_.own_index.index.neighbours(X2[:5], k=1)
     assert rows[:, 0].tolist() == [0, 1, 2, 3, 4]  # each row's nearest is itself, in X2
-    same = prio.own_index_
+    same = prio.seals_.own_index
     prio.fit(Pool(real_pool.ids, X2.copy()), state)  # equal vectors in a new array
-    assert prio.own_index_ is same
+    assert prio.seals_.own_index is same
 
 
 def test_density_is_the_mean_cosine_to_the_candidates(real_pool):
@@ -299,9 +325,11 @@ def test_uncertainty_phase_asks_for_boundary_items(real_pool, uncertainty):
     state = seeded_state(real_pool)  # |Lp| = |Ln| = 5 per class: adaptive is past its switch
     config = RankerConfig(strategy="adaptive", uncertainty=uncertainty)
     prio = Prioritiser(list(real_pool.targets), config, real_pool.prototypes)
-    rows, _ = prio.fit(Pool(real_pool.ids, real_pool.X), state).queue(20)
+    rows = prio.fit(Pool(real_pool.ids, real_pool.X), state).queue(20).rows
     greedy = Prioritiser(list(real_pool.targets), RankerConfig(), real_pool.prototypes)
-    greedy_rows, _ = greedy.fit(Pool(real_pool.ids, real_pool.X), seeded_state(real_pool)).queue(20)
+    greedy_rows = (
+        greedy.fit(Pool(real_pool.ids, real_pool.X), seeded_state(real_pool)).queue(20).rows
+    )
     closest = np.abs(prio.scores_[rows]).min(axis=1).mean()
     assert closest < np.abs(greedy.scores_[greedy_rows]).min(axis=1).mean()
     assert not set(rows.tolist()) & set(prio.labelled_.tolist())
@@ -312,7 +340,7 @@ def test_seals_mode_ranks_a_working_set_and_returns_pool_rows(real_pool):
     config = RankerConfig(seals_above=0, seals_k=20, seals_sample=100)
     prio = Prioritiser(list(real_pool.targets), config, real_pool.prototypes)
     pool = Pool(real_pool.ids, real_pool.X)
-    rows, _ = prio.fit(pool, state).queue(10)
+    rows = prio.fit(pool, state).queue(10).rows
     assert len(prio.view_) < len(real_pool.ids)  # not the whole pool
     labelled = {pool.row[t] for t in state.labels}
     assert not set(rows.tolist()) & labelled
@@ -320,9 +348,9 @@ def test_seals_mode_ranks_a_working_set_and_returns_pool_rows(real_pool):
     assert np.isin(real_pool.labels[rows], real_pool.targets).sum() >= 3
     # a new label queries the index once more; the working set only grows by its neighbours
     state.set_label(pool.ids[rows[0]], str(real_pool.labels[rows[0]]))
-    queries = prio.seals_.queries
+    queries = prio.seals_.candidates.queries
     prio.fit(pool, state)
-    assert prio.seals_.queries == queries + 1
+    assert prio.seals_.candidates.queries == queries + 1
 
 
 def test_the_seals_working_set_is_kept_between_steps_and_its_scores_reused(real_pool):
@@ -332,19 +360,19 @@ def test_the_seals_working_set_is_kept_between_steps_and_its_scores_reused(real_
     config = RankerConfig(seals_above=0, seals_k=20, seals_sample=100, random_state=1)
     prio = Prioritiser(list(real_pool.targets), config, real_pool.prototypes)
     pool = Pool(real_pool.ids, real_pool.X)
-    rows, _ = prio.fit(pool, state).queue(1)
-    working, before = prio.working_, prio.view_.copy()
+    rows = prio.fit(pool, state).queue(1).rows
+    working, before = prio.seals_.working, prio.view_.copy()
     old_scores = prio.raw_scores_.copy()
     state.set_label(pool.ids[rows[0]], str(real_pool.labels[rows[0]]))
-    previous = prio._previous_scores(Pool(prio.working_.ids, prio.working_.X))
+    previous = prio._previous_scores(Pool(working.ids, working.X))
     np.testing.assert_array_equal(previous, old_scores)  # the same rows: the same scores
     prio.fit(pool, state)
-    assert prio.working_ is working and len(prio.view_) > len(before)
+    assert prio.seals_.working is working and len(prio.view_) > len(before)
     np.testing.assert_array_equal(prio.view_[: len(before)], before)  # kept in place
-    np.testing.assert_array_equal(prio.working_.X, real_pool.X[prio.view_])
+    np.testing.assert_array_equal(working.X, real_pool.X[prio.view_])
     # the scores the refit drew from: the old rows' as they were, the new rows' by the old
     # rankers (checked against a refit from scratch that is handed the same rankers)
-    grown = Pool(prio.working_.ids, prio.working_.X)
+    grown = Pool(working.ids, working.X)
     again = Prioritiser(list(real_pool.targets), config, real_pool.prototypes)
     again.rankers_, again.ids_ = prio.rankers_, prio.ids_[: len(before)]
     again.raw_scores_ = prio.raw_scores_[: len(before)]
@@ -357,8 +385,8 @@ def test_the_seals_working_set_is_kept_between_steps_and_its_scores_reused(real_
     X2 = real_pool.X.copy()
     X2[:, -1] += 0.5
     prio.fit(Pool(real_pool.ids, X2), state)
-    assert prio.working_ is not working
-    np.testing.assert_array_equal(prio.working_.X, X2[prio.view_])
+    assert prio.seals_.working is not working
+    np.testing.assert_array_equal(prio.seals_.working.X, X2[prio.view_])
 
 
 def test_a_first_fit_draws_pseudo_negatives_from_the_bottom_of_the_centroids_ranking(real_pool):
@@ -370,7 +398,7 @@ def test_a_first_fit_draws_pseudo_negatives_from_the_bottom_of_the_centroids_ran
     prio.fit(pool, state)
     for t in real_pool.targets:
         centroid = real_pool.X[pool.rows(state.positives(t))].mean(axis=0)
-        pseudo = pool.rows(state.pseudo_negatives[t])
+        pseudo = pool.rows(prio.pseudo_negatives_[t])
         top = np.argsort(-(real_pool.X @ centroid))[: prio.config.keep_top]
         assert len(pseudo) and not set(pseudo.tolist()) & set(top.tolist()), t
 
@@ -400,7 +428,7 @@ def test_seals_with_a_handed_index_over_the_embedding_columns_follows_the_pool_a
     index = PoolIndex.build(first.ids, first.X, dim)
     prio = Prioritiser(list(real_pool.targets), config, protos)
     prio.fit(first, state_first, index=index)
-    assert prio.seals_.index is index.index and not hasattr(prio, "own_index_")
+    assert prio.seals_.candidates.index is index.index and prio.seals_.own_index is None
     pool = Pool(real_pool.ids, X)
     with pytest.raises(ValueError, match="neighbour index holds"):
         prio.fit(pool, state, index=index)  # the caller grows its index with the pool
@@ -410,7 +438,8 @@ def test_seals_with_a_handed_index_over_the_embedding_columns_follows_the_pool_a
     fresh.fit(pool, state, index=PoolIndex.build(pool.ids, pool.X, dim))
     for key in state_first.labels:
         row = pool.row[key]
-        grown, rebuilt = prio.seals_.neighbours_of(row), fresh.seals_.neighbours_of(row)
+        grown = prio.seals_.candidates.neighbours_of(row)
+        rebuilt = fresh.seals_.candidates.neighbours_of(row)
         assert len(set(grown) & set(rebuilt)) >= 18  # of 20; HNSW is approximate
         assert (grown >= m).any() or not (rebuilt >= m).any()
     # the embedding columns alone: the same neighbours as an index of the raw embedding
@@ -433,5 +462,6 @@ def test_seals_with_a_handed_index_over_the_embedding_columns_follows_the_pool_a
     ],
 )
 def test_the_seals_sample_is_a_tenth_of_the_pool_between_2000_and_20000_rows(n, sample, expected):
-    prio = Prioritiser(["A"], RankerConfig(seals_sample=sample))
-    assert prio._sample_size(n) == expected
+    from model.seals import SealsView
+
+    assert SealsView(k=100, sample=sample).sample_size(n) == expected

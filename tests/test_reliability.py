@@ -193,8 +193,7 @@ def rank_as_the_worker_does(store: Store, cfg) -> list[int]:
         labels.set_label(task, label)
     prio = state.prioritiser_for()
     prio.fit(pool, labels, state.rarity_for(labels), state.index_for(cfg.ranker))
-    rows, _ = prio.queue(cfg.queue_size)
-    return [pool.ids[r] for r in rows]
+    return [pool.ids[r] for r in prio.queue(cfg.queue_size).rows]
 
 
 @pytest.mark.parametrize(

@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backend.reports import simulation_table
+from benchmarks.harness import sign_test
 from model.data import DataError, Dataset, build_pool, read_csv
 from model.labels import LabelState
 from model.prioritiser import Pool, Prioritiser, RankerConfig
-from model.simulate import f1_per_target, format_table, recall_at, report, run, sign_test
+from model.simulate import f1_per_target, recall_at, report, run
 
 BUDGET = 30
 PREVALENCE = 0.02
@@ -131,9 +133,50 @@ def test_curve_json_has_the_promised_shape(simulated, real_pool):
 
 def test_curve_png_is_written(simulated):
     _, out, _, _ = simulated
-    png = (out / "curve.png").read_bytes()
-    assert png.startswith(b"\x89PNG\r\n\x1a\n")
-    assert len(png) > 5000
+    for name in ("curve.png", "estimate.png"):
+        png = (out / name).read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n"), name
+        assert len(png) > 5000, name
+
+
+def assert_estimate_series(series: dict, n: int) -> int:
+    """Each series is aligned with the labels, and where known finite with low <= total <=
+    high, low never below the items already found; returns how many entries are known."""
+    assert set(series) == {"total", "low", "high"}
+    assert all(len(v) == n for v in series.values())
+    known = 0
+    for total, low, high in zip(series["total"], series["low"], series["high"], strict=True):
+        if total is None:
+            assert low is None and high is None
+            continue
+        known += 1
+        assert all(np.isfinite(v) for v in (total, low, high))
+        assert 0 <= low <= total <= high
+    return known
+
+
+def test_curve_json_has_the_estimate_aligned_with_the_labels(simulated, real_pool):
+    proc, out, _, _ = simulated
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    curve = json.loads((out / "curve.json").read_text())
+    n = len(curve["found"]["system"])
+    known = assert_estimate_series(curve["estimate"], n)
+    assert known >= n // 2  # after a few finds the estimate is known
+    found = curve["found"]["system"]
+    for i in range(n):  # low counts the finds besides the seeds: never fewer than found
+        if curve["estimate"]["low"][i] is not None:
+            assert curve["estimate"]["low"][i] >= found[i] - 1e-9
+    by_target = curve["estimate_by_target"]
+    assert set(by_target) == set(real_pool.targets)
+    for series in by_target.values():
+        assert_estimate_series(series, n)
+    assert sum(curve["positives_by_target"].values()) == curve["positives"]
+    for i in range(n):  # the sum of the classes
+        parts = [by_target[t]["total"][i] for t in real_pool.targets]
+        if None not in parts:
+            assert curve["estimate"]["total"][i] == pytest.approx(sum(parts))
+    assert "stopped_at" in curve
+    assert curve["stopped_at"] is None or 1 <= curve["stopped_at"] <= n
 
 
 def test_table_and_held_out_f1_are_printed(simulated, real_pool):
@@ -336,22 +379,48 @@ def test_run_counts_finds_one_label_at_a_time_and_beats_random():
     state = results["system"].state
     assert len(state.labels) == len(seeds) + budget
     rep = report(list(results.values()), positives, budget, ["A", "B"])
-    table = format_table(rep)
+    table = simulation_table(rep)
     for method in results:
         assert any(line.startswith(method) for line in table.splitlines())
     assert f"found@{budget}" in table
 
 
-@pytest.mark.parametrize("config", [{"seals_above": 1}, {"pseudo_source": "seals"}])
-def test_a_seals_run_indexes_only_the_columns_it_is_told(config):
+def test_estimates_change_nothing_and_an_audit_rate_draws_audit_picks():
+    X, labels = clusters(n_other=300, n_rare=15)
+    seeds = {0: "A", 1: "A", 15: "B", 16: "B"}
+    protos = {"A": X[0], "B": X[15]}
+    targets, budget = ["A", "B"], 40
+    plain = run(X, labels, targets, seeds, budget, prototypes=protos)
+    counted = run(X, labels, targets, seeds, budget, prototypes=protos, estimates=True)
+    assert counted.found == plain.found
+    assert list(counted.state.labels) == list(plain.state.labels)  # the same picks, in order
+    assert plain.estimates is None and not any(plain.audit)
+    assert len(counted.estimates) == budget and set(counted.estimates[0]) == set(targets)
+
+    audited = run(
+        X, labels, targets, seeds, budget, prototypes=protos, estimates=True, audit_rate=0.3
+    )
+    assert len(audited.audit) == len(audited.found) == len(audited.estimates) == budget
+    assert 4 <= sum(audited.audit) <= 20  # about 0.3 of 40
+    asked = set(audited.state.asked_by)  # audit picks are not the classes' asks
+    rows = list(audited.state.labels)[len(seeds) :]
+    assert all((row in asked) != audit for row, audit in zip(rows, audited.audit, strict=True))
+    last = audited.estimates[-1]
+    for t in targets:
+        assert last[t].found == sum(labels[r] == t for r in audited.state.labels)
+    with pytest.raises(ValueError, match="audit_rate"):
+        run(X, labels, targets, seeds, budget, prototypes=protos, audit_rate=1.0)
+
+
+def test_a_seals_run_indexes_only_the_columns_it_is_told():
     """As in the service, SEALS finds neighbours by the embedding (the leading columns)."""
     X, labels = clusters(n_other=200, n_rare=10)
     seeds = {0: "A", 1: "A", 10: "B", 11: "B"}
     protos = {"A": X[0], "B": X[10]}
-    cfg = RankerConfig(seals_k=10, seals_sample=50, lexical_dims=0, **config)
+    cfg = RankerConfig(seals_k=10, seals_sample=50, lexical_dims=0, seals_above=1)
     res = run(X, labels, ["A", "B"], seeds, 10, "system", cfg, protos, index_columns=4)
-    assert res.prioritiser.seals_.index.dim == 4 and len(res.found) == 10
-    assert not hasattr(res.prioritiser, "own_index_")
+    assert res.prioritiser.seals_.candidates.index.dim == 4 and len(res.found) == 10
+    assert res.prioritiser.seals_.own_index is None
 
 
 @pytest.mark.parametrize("more, fewer", [(8, 6), (12, 2), (0, 5), (16, 0), (7, 7), (1, 0)])

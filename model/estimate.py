@@ -1,0 +1,234 @@
+"""How many rare items a class has in the pool, how many are left, and when to stop.
+
+The loop labels what the ranker asks for, so the labels are no random sample: the share of
+positives among them says nothing about the rest of the pool. What holds instead is that
+each label was *chosen by its score*: whether a task was asked for depended only on the
+scores at the time, not on its true class. So the hit rate of the picks, as a function of
+the score they had when asked (a Platt calibration, `model.class_choice.platt_fit`), is an
+unbiased fit of P(positive | score) wherever picks were made: the selection correction.
+The count left is the sum of that calibration over the unlabelled tasks' current scores.
+
+That sum rests on one assumption, which every number below inherits: **the calibration's
+logistic form holds across the whole ranking**, including its tail, where the ranker never
+asks. An *audit sample* (a small share of the picks drawn at random, `draw_audit`) does two
+things. Its labels join the calibration (they too were drawn by score alone), so the tail
+is fitted rather than extrapolated. And its importance-weighted residuals in the tail
+(`audit_correction`, the difference estimator of survey sampling) count the positives the
+calibration misses there whatever its form: a hit where the curve promised none raises
+the estimate and its upper end. Without an audit sample the stopping rule stays off.
+Two further approximations: the scores of different retrains are on one scale (each
+retrain warm-starts the last; the logit of a task moves little), and positives among the
+unlabelled are independent Bernoulli draws given their calibrated probabilities.
+
+The interval adds three uncertainties: the calibration's (its Laplace posterior, drawn
+from), the audit correction's (its standard error; only evidence of more positives is
+used, never of fewer) and the count's given the probabilities (Poisson). The stopping
+rule reads its upper end. What no small audit can do is see a group of positives the
+ranker scores lowest of all: 20 audit labels rarely land on 1% of the tail. The rule's
+95% is conditional on the calibration, and the audit only tests it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.class_choice import platt_fit
+from model.rankers import sigmoid
+
+LEVEL = 0.90  # the two-sided interval; its upper end is the one-sided 95% bound
+TARGET_RECALL = 0.95
+MIN_AUDIT = 10  # audit labels before the stopping rule may fire
+TAIL = 0.05  # calibrated probability below which the audit sample checks the calibration
+UNIFORM_SHARE = 0.5  # of the audit proposal: the defensive share that reaches the whole tail
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One labelled task of the history, for one class, in the order labelled.
+
+    `score`: the class's score (logit) for the task at the retrain before it was labelled;
+    None for a task labelled without being asked for (a seed, an imported label).
+    `audit`: drawn by `draw_audit`, not asked for by the ranker, with `q` its probability
+    of being drawn then (what `draw_audit` returned)."""
+
+    positive: bool
+    score: float | None = None
+    audit: bool = False
+    q: float | None = None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One class after a retrain. Counts are of the whole pool (labelled or not).
+
+    found: positives labelled. total: the estimated positives in the pool (found + the
+    estimate left), with [low, high] its 90% interval. recall: found / total; recall_low:
+    found / high, the recall reached with 95% confidence. labels_to_next_find: expected
+    labels, taken down this class's ranking, until the next positive (None when the pool
+    probably holds none; the ranker's recent hit rate is what the calibration fits at the
+    head of the ranking). stop: recall_low >=
+    the target recall, with an audit sample behind it. reason: the basis of the numbers, or
+    why they are None."""
+
+    found: int
+    total: float | None
+    low: float | None
+    high: float | None
+    recall: float | None
+    recall_low: float | None
+    labels_to_next_find: float | None
+    stop: bool
+    reason: str
+
+
+def unknown(found: int, reason: str) -> Estimate:
+    return Estimate(found, None, None, None, None, None, None, False, reason)
+
+
+def estimate(
+    history: Sequence[Pick],
+    unlabelled_scores: np.ndarray,
+    *,
+    target_recall: float = TARGET_RECALL,
+    level: float = LEVEL,
+    min_audit: int = MIN_AUDIT,
+    draws: int = 400,
+    seed: int = 0,
+) -> Estimate:
+    """The estimate for one class from its label history and the current ranker's scores of
+    the unlabelled tasks (the pool's size is their count plus the history's).
+
+    Rests on the module's assumptions: picks chosen by score alone, a logistic calibration
+    over the whole ranking, one score scale across retrains."""
+    if not 0 < level < 1 or not 0 < target_recall <= 1:
+        raise ValueError(f"level and target_recall must be in (0, 1), got {level}, {target_recall}")
+    s = np.asarray(unlabelled_scores, dtype=np.float64).ravel()
+    found = sum(p.positive for p in history)
+    if not history and len(s) == 0:
+        return unknown(0, "the pool is empty")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("unlabelled scores must be finite")
+    if len(s) == 0:  # every task labelled: the count is exact
+        exact = float(found)
+        recall = 1.0 if found else None
+        return Estimate(
+            found,
+            exact,
+            exact,
+            exact,
+            recall,
+            recall,
+            None,
+            found > 0,
+            "every task is labelled: the count is exact",
+        )
+    if found == 0:
+        return unknown(0, "no positive labelled yet: nothing shows how the scores map to hits")
+    if all(p.positive for p in history):
+        return unknown(found, "no negative labelled yet (one class only?): nothing to calibrate")
+    asked = [p for p in history if p.score is not None]
+    x = np.array([p.score for p in asked], dtype=np.float64)
+    y = np.array([p.positive for p in asked], dtype=np.float64)
+    if y.sum() == 0 or y.sum() == len(y):
+        return unknown(
+            found,
+            "the ranker's picks are all hits or all misses so far: their hit "
+            "rate by score cannot be fitted yet",
+        )
+    theta, cov = platt_fit([(x, y)], offset_sd=10.0, slope_sd=10.0)
+    ranked = np.sort(s)[::-1]
+    levels, weights = _binned(ranked)
+    rng = np.random.default_rng(seed)
+    thetas = rng.multivariate_normal(theta, cov, size=draws, method="cholesky")
+    means = sigmoid(thetas[:, :1] * levels + thetas[:, 1:]) @ weights  # expected left, per draw
+    shift, sd = audit_correction(history, theta)
+    missed = np.maximum(0.0, shift + sd * rng.standard_normal(draws))  # evidence against, only
+    left = rng.poisson(means + missed)
+    lo, hi = np.quantile(left, [(1 - level) / 2, (1 + level) / 2])
+    prob = sigmoid(theta[0] * ranked + theta[1])  # in ranking order
+    total = found + float(prob.sum()) + max(0.0, shift)
+    low, high = found + float(lo), found + float(hi)
+    n_audit = sum(p.audit for p in history)
+    recall_low = found / high
+    stop = recall_low >= target_recall and n_audit >= min_audit
+    if n_audit >= min_audit:
+        reason = f"calibrated on {len(asked)} picks, {n_audit} of them audit picks"
+    else:
+        reason = (
+            f"calibrated on {len(asked)} picks; {n_audit} audit picks (of {min_audit} "
+            "needed to stop): the ranking's tail is extrapolated"
+        )
+    return Estimate(
+        found, total, low, high, found / total, recall_low, expected_wait(prob), stop, reason
+    )
+
+
+def audit_correction(
+    history: Sequence[Pick], theta: np.ndarray, tail: float = TAIL
+) -> tuple[float, float]:
+    """(mean, standard error) of the audit sample's importance-weighted residuals in the
+    ranking's tail, (hit - calibrated probability) / q where that probability is below
+    `tail`: an unbiased estimate of the positives the calibration misses there, whatever its
+    form (the difference estimator of survey sampling). The head, where the ranker's own
+    picks fit the calibration, is left to it: residuals there only add noise. A hit deep in
+    the tail, where the curve promised none, weighs 1/q and widens the interval at once.
+    (0, 0) with fewer than two audit picks.
+
+    Assumes the tasks labelled since an audit draw carry no residual of their own (they are
+    the ranking's head)."""
+    audits = [p for p in history if p.audit and p.q is not None and p.score is not None]
+    if len(audits) < 2:
+        return 0.0, 0.0
+    q = np.array([p.q for p in audits])
+    hit = np.array([p.positive for p in audits], dtype=np.float64)
+    fitted = sigmoid(theta[0] * np.array([p.score for p in audits]) + theta[1])
+    r = np.where(fitted < tail, (hit - fitted) / q, 0.0)
+    return float(r.mean()), float(r.std(ddof=1) / np.sqrt(len(r)))
+
+
+def expected_wait(p: np.ndarray) -> float | None:
+    """Expected labels down a ranking with hit probabilities `p` (in ranking order) until
+    the first hit, counting the whole list when none comes; None when a hit is unlikely
+    (below one in two) anywhere in it."""
+    none_yet = np.cumprod(1 - p)
+    if none_yet[-1] > 0.5:
+        return None
+    return float(1 + none_yet[:-1].sum())
+
+
+def _binned(s: np.ndarray, exact: int = 1000, bins: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, counts): the `exact` highest scores one by one, the rest in equal-count bins
+    at their mean, so that a draw of the calibration costs O(exact + bins), not O(pool)."""
+    if len(s) <= exact + bins:
+        return s, np.ones(len(s))
+    rest = np.array_split(s[exact:], bins)
+    levels = np.concatenate([s[:exact], [r.mean() for r in rest]])
+    return levels, np.concatenate([np.ones(exact), [len(r) for r in rest]])
+
+
+def audit_probabilities(p: np.ndarray, uniform_share: float = UNIFORM_SHARE) -> np.ndarray:
+    """The audit's draw probability of each unlabelled task: a defensive mixture of the
+    ranker's probability (most audit labels land where positives may be) and uniform (every
+    task, the tail included, can be drawn: no score is ever unchecked)."""
+    p = np.asarray(p, dtype=np.float64).ravel()
+    if len(p) == 0:
+        raise ValueError("no unlabelled task to audit")
+    if not np.all(np.isfinite(p)) or np.any(p < 0):
+        raise ValueError("probabilities must be finite and >= 0")
+    if not 0 < uniform_share <= 1:
+        raise ValueError(f"uniform_share must be in (0, 1], got {uniform_share}")
+    total = p.sum()
+    ranked = p / total if total > 0 else np.full(len(p), 1 / len(p))
+    return (1 - uniform_share) * ranked + uniform_share / len(p)
+
+
+def draw_audit(
+    p: np.ndarray, rng: np.random.Generator, uniform_share: float = UNIFORM_SHARE
+) -> tuple[int, float]:
+    """(position in `p` of the audit task, its draw probability)."""
+    q = audit_probabilities(p, uniform_share)
+    i = int(rng.choice(len(q), p=q))
+    return i, float(q[i])
