@@ -341,17 +341,7 @@ def test_a_manager_edit_that_breaks_the_order_is_repaired_once(client, store):
 
 def test_an_import_is_screened_and_reported(store):
     cfg = resolve(7, LABEL_CONFIG)
-    texts = [
-        "A village in Serbia.",
-        "A hamlet in Poland.",
-        "A village in Iran.",
-        "A town in Bavaria.",
-        "A village in Estonia.",
-        "An Estonian village.",
-        "A parish in Latvia.",
-        "A small settlement in Romania.",
-    ]
-    tasks = [{"id": i, "data": {"text": t}} for i, t in enumerate(texts)]
+    tasks = [{"id": i, "data": {"text": t}} for i, t in enumerate(VILLAGES)]
     apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": tasks})
     late = [{"id": 100, "data": {"text": "Apple Inc. is an American technology company."}}]
     apply_event(store, cfg, {"action": "TASKS_CREATED", "tasks": late})
