@@ -77,8 +77,8 @@ class StoreCollector:
             "Tasks of a first contact not embedded yet (ranked as they come)",
             labels=["project"],
         )
-        for p in statuses:  # the status page's own judgement, so both always agree
-            health = project_status(store, p)
+        healths = {p: project_status(store, p) for p in statuses}
+        for p, health in healths.items():  # the status page's own judgement: both agree
             backlog.add_metric([str(p)], health["to_embed"])
             aside.add_metric([str(p)], len(health["set_aside"]))
             lag.add_metric([str(p)], float(health["ranking_stale"]))
@@ -94,7 +94,7 @@ class StoreCollector:
                 if key.startswith("positives:"):
                     found.add_metric([str(p), key.split(":", 1)[1]], float(value))
         yield found
-        yield from estimate_gauges({p: project_status(store, p)["estimates"] for p in statuses})
+        yield from estimate_gauges({p: h["estimates"] for p, h in healths.items()})
 
 
 ESTIMATE_GAUGES = {  # an unknown estimate (no positive yet, ...) is left out, never 0

@@ -88,7 +88,9 @@ def _retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
     store.record_asked(p, {t: (label_of_task[t], logit_of_task[t]) for t in plan.writes})
     store.save_model(p, StoredModel.from_prioritiser(prio, cfg.model_version))
     counts = state_labels.counts()
-    estimates = as_json(class_estimates(cfg.targets, pool, labels, asked, prio.score(pool.X)))
+    # the fit's own scores when it saw the whole pool; a SEALS fit saw only a view of it
+    scores = prio.raw_scores_ if prio.view_ is None else prio.score(pool.X)
+    estimates = as_json(class_estimates(cfg.targets, pool, labels, asked, scores))
     store.add_curve_point(
         p,
         {
