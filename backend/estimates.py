@@ -3,7 +3,8 @@ labelling more still pays (model.estimate holds the method and its assumptions).
 
 The history is each labelled task in the order it was labelled, with the class's logit
 when that class's ranker asked for it (backend.store's `asked`); a task another class asked
-for, or labelled unasked, counts as found but not in the calibration.
+for, or labelled unasked, counts as found but not in the calibration. An audit task
+(backend.audit) carries every class's logit at its draw and its draw probability.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ def class_estimates(
     labels: dict[int, Label],
     asked: dict[int, tuple[str, float | None]],
     scores: np.ndarray,
+    audits: dict[int, tuple[float, dict[str, float]]] | None = None,
 ) -> dict[str, Estimate]:
-    """`scores`: the fitted rankers' (n, classes) logits over the pool's rows."""
+    """`scores`: the fitted rankers' (n, classes) logits over the pool's rows. `audits`:
+    task -> (draw probability, every class's logit then), as backend.store keeps them."""
+    audits = audits or {}
     in_pool = [(t, label) for t, label in labels.items() if t in pool.row]
     unlabelled = np.ones(len(pool.ids), dtype=bool)
     unlabelled[[pool.row[t] for t, _ in in_pool]] = False
@@ -32,9 +36,13 @@ def class_estimates(
     for j, target in enumerate(targets):
         history = []
         for task, label in in_pool:
+            positive = has(label, target)
+            if task in audits:
+                q, logits = audits[task]
+                history.append(Pick(positive, logits.get(target), audit=True, q=q))
+                continue
             by, logit = asked.get(task, (None, None))
-            score = logit if by == target else None
-            history.append(Pick(positive=has(label, target), score=score))
+            history.append(Pick(positive, score=logit if by == target else None))
         out[target] = estimate(history, scores[unlabelled, j])
     return out
 

@@ -22,6 +22,7 @@ GAUGES = {
     "last_predictions_written": ("rarelabel_predictions_written", "Predictions in the last push"),
     "labels_seen": ("rarelabel_labels_seen", "Human labels the model trains on"),
     "pool_size": ("rarelabel_pool_size", "Tasks embedded and ranked"),
+    "audit_labels": ("rarelabel_audit_labels", "Labelled tasks of the audit sample"),
     "last_import_tasks": ("rarelabel_import_tasks", "Tasks in the last import"),
     "last_import_likely_rare": ("rarelabel_import_likely_rare", "Last import: likely rare"),
     "last_import_likely_common": ("rarelabel_import_likely_common", "Last import: likely common"),
@@ -77,7 +78,7 @@ class StoreCollector:
             "Tasks of a first contact not embedded yet (ranked as they come)",
             labels=["project"],
         )
-        healths = {p: project_status(store, p) for p in statuses}
+        healths = {p: project_status(store, p, curve=False) for p in statuses}
         for p, health in healths.items():  # the status page's own judgement: both agree
             backlog.add_metric([str(p)], health["to_embed"])
             aside.add_metric([str(p)], len(health["set_aside"]))

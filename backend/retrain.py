@@ -7,6 +7,7 @@ import logging
 import time
 
 from backend import labelstudio as ls
+from backend.audit import audit_head
 from backend.client import client_for
 from backend.estimates import as_json, class_estimates
 from backend.queue_sync import plan_push
@@ -66,6 +67,13 @@ def _retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
     queue = [int(pool.ids[r]) for r in q.rows]
     label_of_task = dict(zip(queue, q.targets, strict=True))  # the class that asked
     logit_of_task = dict(zip(queue, q.logits.tolist(), strict=True))
+    # the fit's own scores when it saw the whole pool; a SEALS fit saw only a view of it
+    scores = prio.raw_scores_ if prio.view_ is None else prio.score(pool.X)
+    audit = audit_head(store, cfg, pool, labels, prio, scores)
+    if audit:  # served first; shown with its likeliest class, and not one the ranker asked
+        shown, _ = prio.predict(pool.X[[pool.row[t] for t in audit]])
+        label_of_task.update(zip(audit, shown, strict=True))
+        queue = audit + [t for t in queue if t not in audit][: cfg.queue_size - len(audit)]
     fit_seconds = time.perf_counter() - t0
 
     plan = plan_push(store.pushed(p), queue, set(labels))
@@ -85,12 +93,12 @@ def _retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
         raise
     store.set_pushed(p, plan.scores)
     store.set_status(p, push_in_flight=0)
-    store.record_asked(p, {t: (label_of_task[t], logit_of_task[t]) for t in plan.writes})
+    asked_now = {t: (label_of_task[t], logit_of_task[t]) for t in plan.writes if t not in audit}
+    store.record_asked(p, asked_now)
     store.save_model(p, StoredModel.from_prioritiser(prio, cfg.model_version))
     counts = state_labels.counts()
-    # the fit's own scores when it saw the whole pool; a SEALS fit saw only a view of it
-    scores = prio.raw_scores_ if prio.view_ is None else prio.score(pool.X)
-    estimates = as_json(class_estimates(cfg.targets, pool, labels, asked, scores))
+    audits = store.audits(p)
+    estimates = as_json(class_estimates(cfg.targets, pool, labels, asked, scores, audits))
     store.add_curve_point(
         p,
         {
@@ -111,6 +119,7 @@ def _retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
         labels_seen=len(labels),
         pool_size=len(pool.ids),
         estimates=json.dumps(estimates),
+        audit_labels=sum(t in labels for t in audits),
         **{f"positives:{t}": counts[t]["positives"] for t in cfg.targets},
     )
     log.info(

@@ -54,6 +54,13 @@ def _seals_above(value: Any) -> int | None:
     return int(value)
 
 
+def _audit_rate(value: Any) -> float:
+    rate = float(value)
+    if not 0 <= rate <= 0.5:
+        raise ConfigError(f"need audit_rate in [0, 0.5], got {rate}")
+    return rate
+
+
 def _queue_size(value: Any) -> int:
     n = int(value)
     if not 1 <= n <= 10_000:
@@ -92,6 +99,12 @@ PROJECT_SETTINGS: dict[str, Setting] = {
     "f_a": Setting("RARELABEL_F_A", _R.f_a, float, "pseudo-negatives per (|Lp| + 0.1 |Ln|)"),
     "queue_size": Setting(
         "RARELABEL_QUEUE_SIZE", 100, _queue_size, "tasks that carry a prediction (1 to 10,000)"
+    ),
+    "audit_rate": Setting(
+        "RARELABEL_AUDIT_RATE", 0.0, _audit_rate,
+        "share of retrains that put a random task (drawn half by the ranker's probability, "
+        "half uniformly) at the head of the queue: the audit sample that checks the "
+        "estimates and lets the stopping rule fire; 0 = none",
     ),
     "C": Setting("RARELABEL_C", _R.C, float, "inverse regularisation of the logistic regression"),
     "outlier_prior": Setting(
@@ -142,6 +155,10 @@ SERVICE_SETTINGS: dict[str, Setting] = {
     "lock_seconds": Setting(
         "RARELABEL_LOCK_SECONDS", 30.0, float,
         "how soon a killed worker's project lock, or its claim on tasks to embed, frees",
+    ),
+    "embedded_workers": Setting(
+        "RARELABEL_EMBEDDED_WORKERS", None, int,
+        "workers `rarelabel serve` runs beside its embedded store (default: one per core)",
     ),
 }  # fmt: skip
 RANKER_SETTINGS = [name for name in PROJECT_SETTINGS if name in {f.name for f in fields(_R)}]
@@ -200,6 +217,7 @@ class ProjectConfig:
     ranker: RankerConfig
     queue_size: int
     model_version: str
+    audit_rate: float = 0.0
     hostname: str | None = None  # where Label Studio said it lives (at /setup)
     access_token: str | None = None
     extra: dict = field(default_factory=dict)  # the extra params as given, for re-resolving
@@ -220,7 +238,7 @@ class ProjectConfig:
         """What the worker's warm state depends on: every setting and the label config, but
         not where Label Studio lives or the token (a new token ranks the same)."""
         d = self._flat()
-        for key in ("hostname", "access_token", "extra"):
+        for key in ("hostname", "access_token", "extra", "audit_rate"):
             d.pop(key)
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
@@ -230,7 +248,7 @@ class ProjectConfig:
         d = json.loads(raw)
         ranker = RankerConfig(**{k: d.pop(k) for k in RANKER_SETTINGS if k in d})
         d.setdefault("descriptions", {})
-        for name in ("queue_size", "model_version"):
+        for name in ("queue_size", "model_version", "audit_rate"):
             d.setdefault(name, PROJECT_SETTINGS[name].default)
         return cls(label=LabelConfig(**d.pop("label")), ranker=ranker, **d)
 
@@ -291,6 +309,7 @@ def resolve(
         ranker=ranker,
         queue_size=values["queue_size"],
         model_version=values["model_version"],
+        audit_rate=values["audit_rate"],
         hostname=hostname,
         access_token=access_token,
         extra=extra,

@@ -15,7 +15,11 @@ from backend.curve_svg import curve_svg
 from backend.store import Store
 
 
-def project_status(store: Store, project: int, now: float | None = None) -> dict:
+def project_status(
+    store: Store, project: int, now: float | None = None, curve: bool = True
+) -> dict:
+    """Everything the page shows of a project; `curve=False` leaves out the found curve (up
+    to CURVE_POINTS points), which /metrics has no use for."""
     now = time.time() if now is None else now
     st = store.status(project)
     cfg = store.config(project)
@@ -49,7 +53,11 @@ def project_status(store: Store, project: int, now: float | None = None) -> dict
         if "reconciled_at" not in st
         else round(now - float(st["reconciled_at"]), 1),
         "estimates": json.loads(st["estimates"]) if "estimates" in st else {},
-        "curve": store.curve(project),
+        "curve": store.curve(project) if curve else [],
+        "audit": {
+            "rate": cfg.audit_rate if cfg else 0.0,
+            "labelled": int(number("audit_labels") or 0),
+        },
         "import": {
             "tasks": int(number("last_import_tasks") or 0),
             "likely_rare": int(number("last_import_likely_rare") or 0),
@@ -136,6 +144,8 @@ def render(statuses: list[dict]) -> str:
                 else f"{s['last_reconciled_ago_s']:.0f} s ago",
                 "last_reconciled",
             ),
+            _row("audit sample: share of retrains", f"{s['audit']['rate']:g}", "audit_rate"),
+            _row("audit sample: labelled", s["audit"]["labelled"], "audit_labels"),
             _row("last import: tasks", s["import"]["tasks"], "import_tasks"),
             _row("last import: likely rare", s["import"]["likely_rare"], "import_likely_rare"),
         ]

@@ -288,7 +288,7 @@ class Store:
         pipe.hdel(self.key(project, "vec"), *ids)
         pipe.srem(self.key(project, "backlog"), *ids)
         pipe.zrem(self.key(project, "claimed"), *ids)
-        for name in ("text", "lex", "pushed", "asked"):
+        for name in ("text", "lex", "pushed", "asked", "audit"):
             pipe.hdel(self.key(project, name), *ids)
         pipe.srem(self.key(project, "tasks"), *ids)
         removed = pipe.execute()[0]
@@ -421,6 +421,19 @@ class Store:
         for t, value in self.r.hgetall(self.key(project, "asked")).items():
             c, _, logit = value.decode().partition("\t")
             out[int(t)] = (c, float(logit) if logit else None)
+        return out
+
+    def record_audit(self, project: int, task: int, q: float, logits: dict[str, float]) -> None:
+        """An audit draw: its probability of being drawn and every class's logit then."""
+        value = json.dumps({"q": q, "logits": logits})
+        self.r.hset(self.key(project, "audit"), str(task), value)
+
+    def audits(self, project: int) -> dict[int, tuple[float, dict[str, float]]]:
+        """Task -> (its draw probability, every class's logit at the draw), labelled or not."""
+        out = {}
+        for t, value in self.r.hgetall(self.key(project, "audit")).items():
+            d = json.loads(value)
+            out[int(t)] = (float(d["q"]), {k: float(v) for k, v in d["logits"].items()})
         return out
 
     def add_curve_point(self, project: int, point: dict) -> None:

@@ -254,7 +254,8 @@ def format_table(summary: dict, budget: int) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sets", default=",".join(HELD_OUT), help=f"of {', '.join(SETS)}")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=3, help="random states from --first-seed on")
+    p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--budget", type=int, default=300)
     p.add_argument("--audit-rates", default="0,0.05")
     p.add_argument("--jobs", type=int, default=1)
@@ -274,7 +275,8 @@ def main(argv: list[str] | None = None) -> None:
         if name not in SETS:
             raise SystemExit(f"unknown set {name!r}; choose from {', '.join(SETS)}")
     rates = [float(r) for r in args.audit_rates.split(",")]
-    jobs = [Job(s, seed, a, args.budget) for s in sets for seed in range(args.seeds) for a in rates]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    jobs = [Job(s, seed, a, args.budget) for s in sets for seed in seeds for a in rates]
     t0 = time.perf_counter()
     if args.jobs > 1:
         with mp.get_context("fork").Pool(args.jobs) as pool:

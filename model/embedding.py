@@ -224,12 +224,15 @@ class Embedder:
         out = model_dir() / f"{safe}-onnx-int8-{self.target}"
         onnx_file = export_int8(path, self.target, out)
         kwargs: dict = {"file_name": str(onnx_file.relative_to(out))}
-        threads = os.environ.get("OMP_NUM_THREADS", "")
-        if threads.isdigit():  # as PyTorch does; ONNX Runtime's own pool ignores it
-            import onnxruntime as ort
+        import onnxruntime as ort
 
-            kwargs["session_options"] = ort.SessionOptions()
-            kwargs["session_options"].intra_op_num_threads = int(threads)
+        # One thread unless OMP_NUM_THREADS says otherwise (ONNX Runtime's own pool ignores
+        # it): at one text per batch a second thread gains nothing (docs/benchmarks.md, the
+        # fan-out), and several workers on one machine then embed side by side without
+        # contending, while numpy's products keep every core.
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        kwargs["session_options"] = ort.SessionOptions()
+        kwargs["session_options"].intra_op_num_threads = int(threads) if threads.isdigit() else 1
         return SentenceTransformer(str(out), backend="onnx", device="cpu", model_kwargs=kwargs)
 
     def warm_up(self) -> None:

@@ -290,7 +290,7 @@ class Prioritiser:
         if self.scores_ is None:
             raise RuntimeError("call fit() before queue()")
         cand = self.unlabelled_
-        P = self._probability(self.scores_[cand])
+        P = self.probabilities(self.scores_[cand])
         logits = np.log(np.clip(P, 1e-9, 1)) - np.log(np.clip(1 - P, 1e-9, 1))
         strategy = STRATEGIES[self.config.strategy]
         contexts = self.contexts_
@@ -343,7 +343,8 @@ class Prioritiser:
             out[s : s + chunk] = project(self.X_[rows[s : s + chunk]], centre)
         return out
 
-    def _probability(self, scores: np.ndarray) -> np.ndarray:
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """`score`'s (n, classes) scores on the one probability-like scale of `predict`."""
         return class_probabilities(
             scores, [self.rankers_[t].stage == "linear" for t in self.targets]
         )
@@ -354,6 +355,6 @@ class Prioritiser:
         A linear class's margin goes through a sigmoid, a cosine class's similarity is mapped
         from [-1, 1] to [0, 1], so classes at different stages can be compared.
         """
-        prob = self._probability(self.score(X))
+        prob = self.probabilities(self.score(X))
         best = prob.argmax(axis=1)
         return [self.targets[i] for i in best], prob[np.arange(len(prob)), best]

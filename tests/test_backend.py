@@ -58,18 +58,7 @@ def client(store) -> TestClient:
 
 
 def annotation_event(ann_id: int, task_id: int, label: str | None, **extra) -> dict:
-    result = (
-        []
-        if label is None
-        else [
-            {
-                "from_name": "label",
-                "to_name": "text",
-                "type": "choices",
-                "value": {"choices": [label]},
-            }
-        ]
-    )
+    result = [] if label is None else ls.choices_result(label, "label", "text")
     return {
         "action": "ANNOTATION_CREATED",
         "project": {"id": 7},
@@ -113,6 +102,8 @@ def test_seals_is_on_from_a_pool_size_that_can_be_set_or_turned_off(monkeypatch)
         ({"targets": ["Spaceship"]}, "Spaceship"),
         ({"strategy": "psychic"}, "psychic"),
         ({"queue_size": 0}, "queue_size"),
+        ({"audit_rate": 0.9}, "audit_rate"),
+        ({"audit_rate": "often"}, "numeric"),
         ({"lexical_dims": -1}, "lexical_dims"),
         ({"seals_above": -1}, "seals_above"),
         ({"seals_above": "lots"}, "numeric"),
@@ -180,7 +171,8 @@ def test_a_config_stored_before_the_ranker_was_held_whole_still_loads():
     )
     cfg = ProjectConfig.from_json(stored)
     assert (cfg.ranker.f_a, cfg.ranker.seals_above, cfg.queue_size) == (20.0, None, 50)
-    assert json.loads(cfg.to_json()) == json.loads(stored)
+    assert cfg.audit_rate == 0.0  # a setting added since: its default
+    assert json.loads(cfg.to_json()) == {**json.loads(stored), "audit_rate": 0.0}
 
 
 @pytest.mark.parametrize("key", ["neighbours", "augment", "pseudo_source", "thompson", "f_A"])

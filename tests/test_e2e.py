@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+import re
 import subprocess
 import sys
 import time
@@ -229,3 +230,57 @@ def test_a_multi_label_project_counts_every_chosen_class(stack):
 
     wait_for(counted, 90, "both classes to count the annotation")
     assert store.labels(pid) == {task: frozenset(chosen)}
+
+
+def test_an_audit_sample_is_served_first_and_feeds_the_estimates(stack):
+    """`audit_rate`: now and then a random task heads the queue, *Label All Tasks* serves it
+    next, and the estimates count it as an audit pick."""
+    studio, url, store = stack["studio"], stack["url"], stack["store"]
+    client = ls.make_client(studio.url, studio.token)
+    pid = int(
+        client.projects.create(
+            title="e2e audit", label_config=(REPO / "label_config.xml").read_text()
+        ).id
+    )
+    rows = dataset()[:400]
+    client.projects.import_tasks(pid, request=[{"text": text} for _, text in rows])
+    text_label = {text: label for label, text in rows}
+    truth = {int(t["id"]): text_label[t["data"]["text"]] for t in ls.fetch_tasks(client, pid)}
+    common = "Artist"  # ~7% of the rows: the ranker's picks hold hits and misses, so the
+    extra = {"targets": [common], "audit_rate": 0.5}  # estimate is a number, not "unknown"
+    ls.connect_backend(client, pid, url, extra_params=extra)
+    wait_for(lambda: store.pool_size(pid) == len(rows), 180, "the pool", every=1)
+
+    def retrained_on(n: int) -> bool:
+        return store.status(pid).get("labels_seen") == str(n) and not store.dirty(pid)
+
+    seeds = [t for t, lab in truth.items() if lab == common][:2]
+    for task in seeds:
+        ls.create_annotation(client, task, common, "label", "text")
+    wait_for(lambda: retrained_on(len(seeds)), 60, "the seeds' retrain")
+    served = []
+    for n in range(len(seeds) + 1, len(seeds) + 15):
+        drawn = set(store.audits(pid))
+        task = int(ls.next_task(client, pid)["id"])
+        waiting = drawn - set(store.labels(pid))
+        if waiting:  # an audit task waits: it is the one served
+            assert waiting == {task}, f"served {task} while the audit task {waiting} waited"
+        served.append(task)
+        ls.create_annotation(client, task, truth[task], "label", "text")
+        wait_for(lambda n=n: retrained_on(n), 60, f"the retrain on {n} labels")
+
+    audits = set(store.audits(pid))
+    labelled = audits & set(store.labels(pid))
+    assert labelled and labelled <= set(served)  # drawn, served and labelled
+    assert len(audits - labelled) <= 1  # at most the one drawn at the last retrain waits
+    mine = next(
+        s
+        for s in httpx.get(f"{url}/status.json", timeout=5).json()["projects"]
+        if s["project"] == pid
+    )
+    assert mine["audit"] == {"rate": 0.5, "labelled": len(labelled)}
+    m = httpx.get(f"{url}/metrics", timeout=5).text
+    assert metric(m, "rarelabel_audit_labels", {"project": str(pid)}) == len(labelled)
+    est = mine["estimates"][common]
+    assert est["total"] is not None, est["reason"]
+    assert re.search(rf"\b{len(labelled)} (of them )?audit picks", est["reason"]), est["reason"]

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from rq import Worker
 
 from backend.store import Store, connect
 from tests.ls_harness import free_port, wait_for
 
 
-def serve(cache: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def serve(cache: Path, log: Path, **extra: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "RARELABEL_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "RARELABEL_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1", **extra}
     for var in ("REDIS_URL", "BASIC_AUTH_USER", "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"):
         env.pop(var, None)
     cmd = ["rarelabel", "serve", "--host", "127.0.0.1", "--port", str(port)]
@@ -81,10 +82,45 @@ def test_one_command_keeps_its_state_across_a_kill_and_leaves_no_orphan(cache, t
     wait_for(lambda: not answers(store_of(cache)), 10, "a clean stop to stop the store")
 
 
-def serve_and_fail(cache: Path) -> subprocess.CompletedProcess:
+def live_workers(store: Store) -> set[int]:
+    """The pids of the RQ workers registered on the store whose process is alive (a killed
+    worker's registration outlives it until its TTL)."""
+    pids = set()
+    for worker in Worker.all(connection=store.r):
+        try:
+            os.kill(worker.pid, 0)
+        except (OSError, TypeError):
+            continue
+        pids.add(worker.pid)
+    return pids
+
+
+def test_one_worker_per_core_each_restarted_when_killed(cache, tmp_path):
+    proc, url = serve(cache, tmp_path / "serve.log", RARELABEL_EMBEDDED_WORKERS="2")
+    try:
+        wait_for(lambda: healthy(url), 60, "the embedded backend's /health")
+        store = store_of(cache)
+        wait_for(lambda: len(live_workers(store)) == 2, 60, "two workers")
+        first = live_workers(store)
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(
+            lambda: len(live_workers(store)) == 2 and victim not in live_workers(store),
+            60,
+            "the killed worker started again",
+        )
+        assert len(live_workers(store) & first) == 1  # the other one was left alone
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    wait_for(lambda: not answers(store_of(cache)), 10, "a clean stop to stop the store")
+
+
+def serve_and_fail(cache: Path, **extra: str) -> subprocess.CompletedProcess:
     """`rarelabel serve` on a store that cannot start: it must exit by itself."""
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env["RARELABEL_CACHE_DIR"] = str(cache)
+    env.update(extra)
     cmd = ["rarelabel", "serve", "--port", str(free_port())]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
 
@@ -103,6 +139,10 @@ def test_a_store_in_use_or_impossible_is_refused_in_one_line(cache, tmp_path):
     blocker.write_text("not a directory")
     third = serve_and_fail(blocker)
     assert third.returncode != 0 and "cannot create the store directory" in third.stderr
+    for bad in ("0", "two"):
+        fourth = serve_and_fail(cache, RARELABEL_EMBEDDED_WORKERS=bad)
+        assert fourth.returncode != 0 and "RARELABEL_EMBEDDED_WORKERS" in fourth.stderr
+        assert len(fourth.stderr.strip().splitlines()) == 1
 
 
 def test_a_worker_without_redis_url_says_what_to_do():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.estimate import Pick, audit_probabilities, draw_audit, estimate
+from model.estimate import Pick, audit_probabilities, draw_audit, estimate, expected_wait
 from model.rankers import sigmoid
 
 
@@ -219,3 +219,15 @@ def test_draw_audit_draws_by_its_probabilities():
     freq = np.bincount([i for i, _ in draws], minlength=len(p)) / len(draws)
     assert np.allclose(freq, q, atol=0.03)
     assert all(qi == pytest.approx(q[i]) for i, qi in draws[:50])
+
+
+def test_labels_to_the_next_find_over_grouped_tasks_equal_those_over_each_task():
+    """The estimate groups the ranking's tail into levels of equal probability: the wait
+    over (probability, count) levels is the wait over the tasks one by one."""
+    rng = np.random.default_rng(4)
+    p = np.sort(rng.uniform(0, 0.02, 50))[::-1]
+    counts = rng.integers(1, 40, 50)
+    one_by_one = expected_wait(np.repeat(p, counts))
+    assert one_by_one is not None
+    assert expected_wait(p, counts.astype(float)) == pytest.approx(one_by_one, rel=1e-9)
+    assert expected_wait(np.full(3, 0.01)) is None  # a hit is unlikely anywhere in it

@@ -117,7 +117,7 @@ def test_each_queued_row_carries_the_asking_class_and_its_logit(real_pool, choic
     prio = Prioritiser(list(real_pool.targets), cfg, real_pool.prototypes)
     for _ in range(8):
         q = prio.fit(pool, state).queue(10)
-        P = prio._probability(prio.score(pool.X[q.rows]))
+        P = prio.probabilities(prio.score(pool.X[q.rows]))
         cls = [prio.targets.index(t) for t in q.targets]
         expected = np.log(P[np.arange(len(q)), cls] / (1 - P[np.arange(len(q)), cls]))
         np.testing.assert_allclose(q.logits, expected, rtol=1e-3, atol=1e-3)

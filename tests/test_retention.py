@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from backend.cli import main
+from backend.labelstudio import choices_result
 from model.data import DataError
 from model.retention import (
     CSV_KIND,
@@ -91,18 +92,7 @@ def sample_csv(tmp_path_factory) -> Path:
 
 
 def ann(label: str | None, *, id: int, cancelled: bool = False, updated: str = "") -> dict:
-    result = (
-        []
-        if label is None
-        else [
-            {
-                "from_name": "label",
-                "to_name": "text",
-                "type": "choices",
-                "value": {"choices": [label]},
-            },
-        ]
-    )
+    result = [] if label is None else choices_result(label, "label", "text")
     return {"id": id, "result": result, "was_cancelled": cancelled, "updated_at": updated}
 
 

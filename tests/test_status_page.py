@@ -44,7 +44,8 @@ def test_the_status_page_shows_each_projects_health_as_metrics_count_it(served, 
     store, url = served
     healthy, troubled = 3, 5
     for p in (healthy, troubled):
-        store.save_config(resolve(p, LABEL_CONFIG, {"targets": ["Artist", "Company"]}))
+        extra = {"targets": ["Artist", "Company"], "audit_rate": 0.05 if p == healthy else 0}
+        store.save_config(resolve(p, LABEL_CONFIG, extra))
     now = time.time()
     good = {"last_retrain_at": now - 4, "last_predictions_written": 12, "pool_size": 3060}
     # as the worker stores them after a retrain (backend.estimates): one class estimated,
@@ -58,6 +59,7 @@ def test_the_status_page_shows_each_projects_health_as_metrics_count_it(served, 
     store.set_status(
         healthy,
         labels_seen=41,
+        audit_labels=4,
         reconciled_at=now - 10,
         estimates=estimates,
         **good,
@@ -104,6 +106,8 @@ def test_the_status_page_shows_each_projects_health_as_metrics_count_it(served, 
                 "aside": field(p, "set_aside"),
                 "why": field(p, "why"),
                 "Artist": found(p, "Artist"),
+                "audit_rate": field(p, "audit_rate"),
+                "audit_labels": field(p, "audit_labels"),
             }
             for p in (healthy, troubled)
         }
@@ -122,6 +126,11 @@ def test_the_status_page_shows_each_projects_health_as_metrics_count_it(served, 
         assert float(shown[p]["aside"]) == metric(text, "rarelabel_events_set_aside", labels)
         assert float(shown[p]["pending"]) == len(store.pending_events(p))
     assert metric(text, "rarelabel_last_job_failed", {"project": str(troubled)}) == 1
+    audited = {"project": str(healthy)}
+    assert float(shown[healthy]["audit_labels"]) == metric(text, "rarelabel_audit_labels", audited)
+    assert (shown[healthy]["audit_rate"], shown[troubled]["audit_rate"]) == ("0.05", "0")
+    assert shown[troubled]["audit_labels"] == "0"
+    assert metric(text, "rarelabel_audit_labels", {"project": str(troubled)}) is None
     artist = {"project": str(healthy), "class": "Artist"}
     assert float(shown[healthy]["Artist"]) == metric(text, "rarelabel_rare_positives_found", artist)
     assert shown[troubled]["Artist"] == "0"  # no positive yet: zero found, not a made-up number

@@ -1,0 +1,51 @@
+"""The audit sample in the service: now and then a random task at the head of the queue.
+
+The estimates (model.estimate) can check their calibration, and the stopping rule may fire,
+only on labels the ranker did not choose. At the rate a manager sets (`audit_rate`), a
+retrain draws one unlabelled task (`draw_audit`: half by the ranker's probability, half
+uniformly, so every task can be drawn) and serves it first, with its draw probability and
+every class's logit recorded. It stays first until someone labels it, or it leaves the
+pool; only then may the next be drawn. Whether a retrain draws depends on the project and
+its label count alone, so a retrain repeated at the same count decides the same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backend.settings import ProjectConfig
+from backend.store import Store
+from model.estimate import draw_audit
+from model.labels import Label
+from model.prioritiser import Pool, Prioritiser
+
+
+def audit_head(
+    store: Store,
+    cfg: ProjectConfig,
+    pool: Pool,
+    labels: dict[int, Label],
+    prio: Prioritiser,
+    scores: np.ndarray,
+) -> list[int]:
+    """The audit task to serve first (none, or one), drawn now if one is due.
+
+    `scores`: the fitted rankers' (n, classes) logits over the pool's rows."""
+    p = cfg.project_id
+    waiting = [t for t in store.audits(p) if t not in labels and t in pool.row]
+    if waiting or cfg.audit_rate <= 0:
+        return waiting[:1]
+    rng = np.random.default_rng([p, len(labels)])
+    if rng.random() >= cfg.audit_rate:
+        return []
+    unlabelled = np.ones(len(pool.ids), dtype=bool)
+    unlabelled[[pool.row[t] for t in labels if t in pool.row]] = False
+    rows = np.flatnonzero(unlabelled)
+    if len(rows) == 0:
+        return []
+    i, q = draw_audit(prio.probabilities(scores[rows]).max(axis=1), rng)
+    row = int(rows[i])
+    task = int(pool.ids[row])
+    logits = {t: float(scores[row, j]) for j, t in enumerate(cfg.targets)}
+    store.record_audit(p, task, q, logits)
+    return [task]
