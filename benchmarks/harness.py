@@ -129,3 +129,14 @@ def csv_rows(path: Path):
     csv.field_size_limit(sys.maxsize)
     with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
         yield from csv.DictReader(f)
+
+
+def read_labelled(path: Path, label_column: str = "label", single_label: bool = False) -> Dataset:
+    """A labelled file's rows; with `single_label`, only the rows with exactly one label of a
+    `;`-separated column (Reuters' single-topic view of its natural skew)."""
+    data = read_csv(path, "text", label_column)
+    if single_label:
+        data = data.subset(
+            np.array([i for i, lab in enumerate(data.labels) if lab and ";" not in lab])
+        )
+    return data
