@@ -25,14 +25,17 @@ def audit_head(
     cfg: ProjectConfig,
     pool: Pool,
     labels: dict[int, Label],
+    audits: dict[int, tuple[float, dict[str, float]]],
     prio: Prioritiser,
     scores: np.ndarray,
 ) -> list[int]:
-    """The audit task to serve first (none, or one), drawn now if one is due.
+    """The audit task to serve first (none, or one), drawn now (and recorded in the store)
+    if one is due.
 
-    `scores`: the fitted rankers' (n, classes) logits over the pool's rows."""
+    `audits`: the draws so far, as `store.audits` returns them. `scores`: the fitted
+    rankers' (n, classes) logits over the pool's rows."""
     p = cfg.project_id
-    waiting = [t for t in store.audits(p) if t not in labels and t in pool.row]
+    waiting = [t for t in audits if t not in labels and t in pool.row]
     if waiting or cfg.audit_rate <= 0:
         return waiting[:1]
     rng = np.random.default_rng([p, len(labels)])

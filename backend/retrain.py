@@ -69,7 +69,8 @@ def _retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
     logit_of_task = dict(zip(queue, q.logits.tolist(), strict=True))
     # the fit's own scores when it saw the whole pool; a SEALS fit saw only a view of it
     scores = prio.raw_scores_ if prio.view_ is None else prio.score(pool.X)
-    audit = audit_head(store, cfg, pool, labels, prio, scores)
+    audits = store.audits(p)  # a draw made now is unlabelled: the estimates have no use for it
+    audit = audit_head(store, cfg, pool, labels, audits, prio, scores)
     if audit:  # served first; shown with its likeliest class, and not one the ranker asked
         shown, _ = prio.predict(pool.X[[pool.row[t] for t in audit]])
         label_of_task.update(zip(audit, shown, strict=True))
@@ -97,7 +98,6 @@ def _retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
     store.record_asked(p, asked_now)
     store.save_model(p, StoredModel.from_prioritiser(prio, cfg.model_version))
     counts = state_labels.counts()
-    audits = store.audits(p)
     estimates = as_json(class_estimates(cfg.targets, pool, labels, asked, scores, audits))
     store.add_curve_point(
         p,
