@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.data_dir import data_file  # noqa: E402
-from model.data import Dataset, build_pool, read_csv  # noqa: E402
+from benchmarks.harness import read_labelled  # noqa: E402
+from model.data import Dataset, build_pool  # noqa: E402
 from model.embedding import Embedder, SQLiteCache, default_cache_path  # noqa: E402
 from model.features import pad_prototypes, pool_features  # noqa: E402
 from model.prioritiser import RankerConfig, embed_prototypes  # noqa: E402
@@ -94,11 +95,7 @@ class Job:
 
 def load(name: str) -> Dataset:
     spec = SETS[name]
-    data = read_csv(data_file(*spec.path), "text", spec.label_column)
-    if spec.single_topic:
-        keep = [i for i, lab in enumerate(data.labels) if lab and ";" not in lab]
-        data = data.subset(np.array(keep))
-    return data
+    return read_labelled(data_file(*spec.path), spec.label_column, spec.single_topic)
 
 
 _EMBEDDER: Embedder | None = None
