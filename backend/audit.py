@@ -3,10 +3,12 @@
 The estimates (model.estimate) can check their calibration, and the stopping rule may fire,
 only on labels the ranker did not choose. At the rate a manager sets (`audit_rate`), a
 retrain draws one unlabelled task (`draw_audit`: half by the ranker's probability, half
-uniformly, so every task can be drawn) and serves it first, with its draw probability and
-every class's logit recorded. It stays first until someone labels it, or it leaves the
-pool; only then may the next be drawn. Whether a retrain draws depends on the project and
-its label count alone, so a retrain repeated at the same count decides the same way.
+uniformly, so every task can be drawn) and serves it first, with its draw probability,
+every class's logit and which half drew it recorded (the uniform half's draws are the
+sample that can verify a recall without trusting the ranker). It stays first until someone
+labels it, or it leaves the pool; only then may the next be drawn. Whether a retrain
+draws depends on the project and its label count alone, so a retrain repeated at the same
+count decides the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from backend.settings import ProjectConfig
-from backend.store import Store
+from backend.store import Audit, Store
 from model.estimate import draw_audit
 from model.labels import Label
 from model.prioritiser import Pool, Prioritiser
@@ -25,7 +27,7 @@ def audit_head(
     cfg: ProjectConfig,
     pool: Pool,
     labels: dict[int, Label],
-    audits: dict[int, tuple[float, dict[str, float]]],
+    audits: dict[int, Audit],
     prio: Prioritiser,
     scores: np.ndarray,
 ) -> list[int]:
@@ -46,9 +48,9 @@ def audit_head(
     rows = np.flatnonzero(unlabelled)
     if len(rows) == 0:
         return []
-    i, q = draw_audit(prio.probabilities(scores[rows]).max(axis=1), rng)
-    row = int(rows[i])
+    draw = draw_audit(prio.probabilities(scores[rows]).max(axis=1), rng)
+    row = int(rows[draw.index])
     task = int(pool.ids[row])
     logits = {t: float(scores[row, j]) for j, t in enumerate(cfg.targets)}
-    store.record_audit(p, task, q, logits)
+    store.record_audit(p, task, Audit(draw.q, logits, draw.uniform, len(rows)))
     return [task]

@@ -4,7 +4,8 @@ labelling more still pays (model.estimate holds the method and its assumptions).
 The history is each labelled task in the order it was labelled, with the class's logit
 when that class's ranker asked for it (backend.store's `asked`); a task another class asked
 for, or labelled unasked, counts as found but not in the calibration. An audit task
-(backend.audit) carries every class's logit at its draw and its draw probability.
+(backend.audit) carries every class's logit at its draw, its draw probability and whether
+it belongs to the uniform sample.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from backend.store import Audit
 from model.estimate import Estimate, Pick, estimate
 from model.labels import Label, has
 from model.prioritiser import Pool
@@ -24,10 +26,10 @@ def class_estimates(
     labels: dict[int, Label],
     asked: dict[int, tuple[str, float | None]],
     scores: np.ndarray,
-    audits: dict[int, tuple[float, dict[str, float]]] | None = None,
+    audits: dict[int, Audit] | None = None,
 ) -> dict[str, Estimate]:
     """`scores`: the fitted rankers' (n, classes) logits over the pool's rows. `audits`:
-    task -> (draw probability, every class's logit then), as backend.store keeps them."""
+    task -> its draw, as backend.store keeps them."""
     audits = audits or {}
     in_pool = [(t, label) for t, label in labels.items() if t in pool.row]
     unlabelled = np.ones(len(pool.ids), dtype=bool)
@@ -38,8 +40,9 @@ def class_estimates(
         for task, label in in_pool:
             positive = has(label, target)
             if task in audits:
-                q, logits = audits[task]
-                history.append(Pick(positive, logits.get(target), audit=True, q=q))
+                a = audits[task]
+                logit = a.logits.get(target)
+                history.append(Pick(positive, logit, True, a.q, a.uniform, a.population))
                 continue
             by, logit = asked.get(task, (None, None))
             history.append(Pick(positive, score=logit if by == target else None))

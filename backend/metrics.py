@@ -104,15 +104,27 @@ ESTIMATE_GAUGES = {  # an unknown estimate (no positive yet, ...) is left out, n
     "high": ("rarelabel_rare_estimated_high", "Upper end of the estimate's 90% interval"),
     "recall": ("rarelabel_rare_recall_estimate", "Found / estimated total"),
     "stop": ("rarelabel_stop_suggested", "1 when recall >= target with 95% confidence"),
+    "verified": (
+        "rarelabel_stop_verified",
+        "1 when the audit's uniform sample alone shows recall >= target at 95%",
+    ),
+    "random_labels_to_verify": (
+        "rarelabel_random_labels_to_verify",
+        "Uniform audit labels more, all misses, that would verify the recall",
+    ),
 }
+KNOWN_BY = {"verified": "random_labels_to_verify", "random_labels_to_verify": None}
 
 
 def estimate_gauges(estimates: dict[int, dict]):
+    """The calibrated numbers exist once `total` does; the sample test's once anything is
+    found (`random_labels_to_verify`), calibrated or not."""
     for field, (name, help_text) in ESTIMATE_GAUGES.items():
+        known = KNOWN_BY.get(field, "total") or field
         family = GaugeMetricFamily(name, help_text, labels=["project", "class"])
         for p, per_class in estimates.items():
             for t, e in per_class.items():
-                if e.get("total") is not None:
+                if e.get(known) is not None:
                     family.add_metric([str(p), t], float(e[field]))
         yield family
 

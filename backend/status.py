@@ -83,8 +83,19 @@ def health_word(s: dict) -> tuple[str, str]:
 
 CLASS_HEAD = (
     "<tr><th>class</th><th>found</th><th>estimated in the pool (90%)</th><th>recall</th>"
-    "<th>labels to the next find</th><th>stop?</th></tr>"
+    "<th>labels to the next find</th><th>stop? (the model's hint)</th>"
+    "<th>verified by the random sample?</th></tr>"
 )
+
+
+def _verify_text(e: dict | None) -> str:
+    """The sample test's answer: yes, or what it would cost (model.estimate.sample_test)."""
+    more = (e or {}).get("random_labels_to_verify")
+    if more is None:
+        return "-"
+    if e["verified"]:
+        return "yes: recall ≥ target with 95% confidence"
+    return f"no: {more} random labels more, all misses, would verify it"
 
 
 def _class_row(t: str, s: dict) -> str:
@@ -99,16 +110,18 @@ def _class_row(t: str, s: dict) -> str:
     if not e or e.get("total") is None:
         why = e["reason"] if e else "no retrain yet"
         unknown = f'<td colspan="4" data-field="unknown" data-class="{cls}">'
-        return f"<tr><th>{cls}</th>{found}{unknown}unknown: {escape(why)}</td></tr>"
+        verify = cell("verified", _verify_text(e))
+        return f"<tr><th>{cls}</th>{found}{unknown}unknown: {escape(why)}</td>{verify}</tr>"
     wait = e["labels_to_next_find"]
-    stop = "yes: recall ≥ target with 95% confidence" if e["stop"] else "not yet"
+    stop = "suggested: recall ≥ target with 95% confidence" if e["stop"] else "not yet"
     return (
         f"<tr><th>{cls}</th>{found}"
         + cell("estimated_total", f"{e['total']:.0f} [{e['low']:.0f}–{e['high']:.0f}]")
         + cell("recall", f"{e['recall']:.0%} (≥ {e['recall_low']:.0%})")
         + cell("next_find", "none expected" if wait is None else f"{wait:.0f}")
         + cell("stop", stop)
-        + f'</tr><tr><td></td><td colspan="5" class="why">{escape(e["reason"])}</td></tr>'
+        + cell("verified", _verify_text(e))
+        + f'</tr><tr><td></td><td colspan="6" class="why">{escape(e["reason"])}</td></tr>'
     )
 
 

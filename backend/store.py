@@ -40,7 +40,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import redis
@@ -66,6 +66,18 @@ class Annotation:
     task: int
     label: str | list[str] | None  # several: a multi-label annotation; None: a skip
     updated: float  # Label Studio's updated_at, as a Unix time (0 when it sent none)
+
+
+@dataclass(frozen=True)
+class Audit:
+    """An audit draw (backend.audit): its draw probability `q`, every class's logit then,
+    whether the mixture's uniform half drew it, and the unlabelled tasks it was drawn from
+    (None for a draw recorded before these were kept)."""
+
+    q: float
+    logits: dict[str, float]
+    uniform: bool = False
+    population: int | None = None
 
 
 class RedisVectorCache:
@@ -423,17 +435,20 @@ class Store:
             out[int(t)] = (c, float(logit) if logit else None)
         return out
 
-    def record_audit(self, project: int, task: int, q: float, logits: dict[str, float]) -> None:
-        """An audit draw: its probability of being drawn and every class's logit then."""
-        value = json.dumps({"q": q, "logits": logits})
+    def record_audit(self, project: int, task: int, draw: Audit) -> None:
+        value = json.dumps(asdict(draw))
         self.r.hset(self.key(project, "audit"), str(task), value)
 
-    def audits(self, project: int) -> dict[int, tuple[float, dict[str, float]]]:
-        """Task -> (its draw probability, every class's logit at the draw), labelled or not."""
+    def audits(self, project: int) -> dict[int, Audit]:
+        """Task -> its audit draw, labelled or not. A draw recorded before the uniform flag
+        was kept reads as not uniform: the sample test never counts it."""
         out = {}
         for t, value in self.r.hgetall(self.key(project, "audit")).items():
             d = json.loads(value)
-            out[int(t)] = (float(d["q"]), {k: float(v) for k, v in d["logits"].items()})
+            logits = {k: float(v) for k, v in d["logits"].items()}
+            out[int(t)] = Audit(
+                float(d["q"]), logits, bool(d.get("uniform", False)), d.get("population")
+            )
         return out
 
     def add_curve_point(self, project: int, point: dict) -> None:

@@ -25,7 +25,16 @@ from), the audit correction's (its standard error; only evidence of more positiv
 used, never of fewer) and the count's given the probabilities (Poisson). The stopping
 rule reads its upper end. What no small audit can do is see a group of positives the
 ranker scores lowest of all: 20 audit labels rarely land on 1% of the tail. The rule's
-95% is conditional on the calibration, and the audit only tests it.
+95% is conditional on the calibration, and the audit only tests it: `stop` is a strong
+hint, not a guarantee.
+
+The guarantee is `verified`: Callaghan & Müller-Hansen's (2020) hypergeometric test on the
+audit's *uniform* draws alone, which assumes nothing of the ranker. It rejects "recall <
+target" when so few uniform draws hit that the missing positives recall < target needs
+would probably have been met. Its price is the point of `random_labels_to_verify`: with a
+class of 40 items, recall 0.95 allows 2 misses, and ruling out 3 hidden among N tasks takes
+about 0.6 N random labels. For rare classes a valid guarantee costs a large share of the
+pool; the calibrated hint is what is affordable, and the count says what the rest costs.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import hypergeom
 
 from model.class_choice import platt_fit
 from model.rankers import sigmoid
@@ -43,6 +53,7 @@ TARGET_RECALL = 0.95
 MIN_AUDIT = 10  # audit labels before the stopping rule may fire
 TAIL = 0.05  # calibrated probability below which the audit sample checks the calibration
 UNIFORM_SHARE = 0.5  # of the audit proposal: the defensive share that reaches the whole tail
+ALPHA = (1 - LEVEL) / 2  # the sample test's level: the same 95% as the calibrated bound
 
 
 @dataclass(frozen=True)
@@ -52,12 +63,15 @@ class Pick:
     `score`: the class's score (logit) for the task at the retrain before it was labelled;
     None for a task labelled without being asked for (a seed, an imported label).
     `audit`: drawn by `draw_audit`, not asked for by the ranker, with `q` its probability
-    of being drawn then (what `draw_audit` returned)."""
+    of being drawn then; `uniform`: drawn by the mixture's uniform half, from `population`
+    unlabelled tasks (what `draw_audit` returned)."""
 
     positive: bool
     score: float | None = None
     audit: bool = False
     q: float | None = None
+    uniform: bool = False
+    population: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,8 +84,11 @@ class Estimate:
     labels, taken down this class's ranking, until the next positive (None when the pool
     probably holds none; the ranker's recent hit rate is what the calibration fits at the
     head of the ranking). stop: recall_low >=
-    the target recall, with an audit sample behind it. reason: the basis of the numbers, or
-    why they are None."""
+    the target recall, with an audit sample behind it: the calibrated rule, a strong hint.
+    verified: recall >= the target with 95% confidence from the audit's uniform draws
+    alone (`sample_test`), the guarantee. random_labels_to_verify: uniform audit labels
+    more, none of them a find, that would verify it (0 once verified; None with nothing
+    found). reason: the basis of the numbers, or why they are None."""
 
     found: int
     total: float | None
@@ -82,10 +99,12 @@ class Estimate:
     labels_to_next_find: float | None
     stop: bool
     reason: str
+    verified: bool = False
+    random_labels_to_verify: int | None = None
 
 
-def unknown(found: int, reason: str) -> Estimate:
-    return Estimate(found, None, None, None, None, None, None, False, reason)
+def unknown(found: int, reason: str, verify: tuple[bool, int | None] = (False, None)) -> Estimate:
+    return Estimate(found, None, None, None, None, None, None, False, reason, *verify)
 
 
 def estimate(
@@ -111,6 +130,7 @@ def estimate(
         return unknown(0, "the pool is empty")
     if not np.all(np.isfinite(s)):
         raise ValueError("unlabelled scores must be finite")
+    verify = sample_test(history, len(s), target_recall) if found else (False, None)
     if len(s) == 0:  # every task labelled: the count is exact
         exact = float(found)
         recall = 1.0 if found else None
@@ -124,11 +144,14 @@ def estimate(
             None,
             found > 0,
             "every task is labelled: the count is exact",
+            *verify,
         )
     if found == 0:
         return unknown(0, "no positive labelled yet: nothing shows how the scores map to hits")
     if all(p.positive for p in history):
-        return unknown(found, "no negative labelled yet (one class only?): nothing to calibrate")
+        return unknown(
+            found, "no negative labelled yet (one class only?): nothing to calibrate", verify
+        )
     asked = [p for p in history if p.score is not None]
     x = np.array([p.score for p in asked], dtype=np.float64)
     y = np.array([p.positive for p in asked], dtype=np.float64)
@@ -137,6 +160,7 @@ def estimate(
             found,
             "the ranker's picks are all hits or all misses so far: their hit "
             "rate by score cannot be fitted yet",
+            verify,
         )
     theta, cov = platt_fit([(x, y)], offset_sd=10.0, slope_sd=10.0)
     levels, weights = _binned(s)
@@ -161,7 +185,46 @@ def estimate(
             "needed to stop): the ranking's tail is extrapolated"
         )
     wait = expected_wait(prob, weights)
-    return Estimate(found, total, low, high, found / total, recall_low, wait, stop, reason)
+    return Estimate(found, total, low, high, found / total, recall_low, wait, stop, reason, *verify)
+
+
+def p_recall_below(found, hits, draws, population, target_recall: float = TARGET_RECALL):
+    """The p-value of "recall < target" after `draws` uniform draws from `population` tasks
+    with `hits` finds, `found` positives labelled in all (Callaghan & Müller-Hansen 2020).
+    Recall < target means at least `missing` positives unlabelled; with the sample's own
+    hits they were among the population, so hits ~ hypergeometric(population, missing +
+    hits, draws), and p = P(hits or fewer). Element-wise over arrays (a simulated sample,
+    draw by draw).
+
+    Conservative where the ranker labels beside the sample (its finds leave the population,
+    and are not counted as there to be hit) and the pool shrinks (`population` is the
+    largest it was); not valid for tasks imported after the sample began."""
+    found, hits = np.asarray(found), np.asarray(hits)
+    missing = np.floor(found * (1 - target_recall) / target_recall + 1e-9) + 1
+    there = np.minimum(missing + hits, population)  # more than the population: impossible
+    return np.where(missing + hits > population, 0.0, hypergeom.cdf(hits, population, there, draws))
+
+
+def sample_test(
+    history: Sequence[Pick],
+    unlabelled: int,
+    target_recall: float = TARGET_RECALL,
+    alpha: float = ALPHA,
+) -> tuple[bool, int]:
+    """(verified, random labels more to verify): `p_recall_below` on the history's uniform
+    audit draws, and how many more uniform draws, all misses, would bring it below `alpha`."""
+    found = sum(p.positive for p in history)
+    sample = [p for p in history if p.uniform]
+    hits, n = sum(p.positive for p in sample), len(sample)
+    population = max([p.population or 0 for p in sample] + [unlabelled + n])
+    if p_recall_below(found, hits, n, population, target_recall) < alpha:
+        return True, 0
+    lo, hi = n, population  # p at `hi` draws (every task) is 0; find the fewest below alpha
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        below = p_recall_below(found, hits, mid, population, target_recall) < alpha
+        lo, hi = (lo, mid) if below else (mid, hi)
+    return False, hi - n
 
 
 def audit_correction(
@@ -237,10 +300,28 @@ def audit_probabilities(p: np.ndarray, uniform_share: float = UNIFORM_SHARE) -> 
     return (1 - uniform_share) * ranked + uniform_share / len(p)
 
 
+@dataclass(frozen=True)
+class AuditDraw:
+    """index: position of the audit task in the probabilities drawn from; q: its draw
+    probability under the mixture; uniform: drawn by the mixture's uniform half (what
+    the sample test counts)."""
+
+    index: int
+    q: float
+    uniform: bool
+
+
 def draw_audit(
     p: np.ndarray, rng: np.random.Generator, uniform_share: float = UNIFORM_SHARE
-) -> tuple[int, float]:
-    """(position in `p` of the audit task, its draw probability)."""
+) -> AuditDraw:
+    """One draw of the mixture `audit_probabilities`, by its halves: a coin picks the
+    uniform half with probability `uniform_share`, so that half's draws are a uniform
+    sample of the unlabelled tasks, whatever the ranker thinks."""
     q = audit_probabilities(p, uniform_share)
-    i = int(rng.choice(len(q), p=q))
-    return i, float(q[i])
+    uniform = bool(rng.random() < uniform_share)
+    if uniform:
+        i = int(rng.integers(len(q)))
+    else:
+        ranked = (q - uniform_share / len(q)) / (1 - uniform_share)
+        i = int(rng.choice(len(q), p=ranked / ranked.sum()))
+    return AuditDraw(i, float(q[i]), uniform)

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from model.estimate import Estimate, Pick, draw_audit, estimate
+from model.estimate import (
+    ALPHA,
+    TARGET_RECALL,
+    Estimate,
+    Pick,
+    draw_audit,
+    estimate,
+    p_recall_below,
+)
 from model.features import pad_prototypes, pool_features, with_lexical
 from model.labels import LabelState, has
 from model.prioritiser import Pool, Prioritiser, RankerConfig, embed_prototypes
@@ -121,18 +129,24 @@ def run(
                 break
             row = int(queue.rows[0])
             audit = audit_rng is not None and audit_rng.random() < audit_rate
-            q = None
+            draw = None
             if audit:  # a random task instead, drawn by the ranker's probability and uniform
                 unlabelled = np.flatnonzero(~labelled)
                 _, prob = prio.predict(X[unlabelled])
-                i, q = draw_audit(prob, audit_rng)
-                row = int(unlabelled[i])
+                draw = draw_audit(prob, audit_rng)
+                row = int(unlabelled[draw.index])
             else:
                 state.record_query(row, queue.targets[0], queue.logits[0])
             if tracked:
                 for j, t in enumerate(targets):
                     hit = has(str(labels[row]), t)
-                    history[t].append(Pick(hit, float(S[row, j]), audit, q))
+                    if draw is None:
+                        history[t].append(Pick(hit, float(S[row, j])))
+                    else:
+                        n = int((~labelled).sum())
+                        history[t].append(
+                            Pick(hit, float(S[row, j]), True, draw.q, draw.uniform, n)
+                        )
         state.set_label(row, str(labels[row]))
         labelled[row] = True
         audits.append(audit)
@@ -157,6 +171,28 @@ def class_estimates(
     history: dict[str, list[Pick]], S: np.ndarray, labelled: np.ndarray, targets: list[str]
 ) -> dict[str, Estimate]:
     return {t: estimate(history[t], S[~labelled, j]) for j, t in enumerate(targets)}
+
+
+def verification_phase(
+    positive_left: np.ndarray,
+    found: int,
+    rng: np.random.Generator,
+    target_recall: float = TARGET_RECALL,
+    alpha: float = ALPHA,
+) -> tuple[int, float]:
+    """Callaghan & Müller-Hansen's second phase, simulated: the ranked labelling stops, and
+    uniform draws without replacement from the unlabelled tasks (`positive_left`: which of
+    them are positive) go on until the sample test (`model.estimate.p_recall_below`, tested
+    after every draw) verifies the target. (draws, true recall then)."""
+    positive_left = np.asarray(positive_left, dtype=bool)
+    order = positive_left[rng.permutation(len(positive_left))]
+    hits = np.cumsum(order)
+    draws = np.arange(1, len(order) + 1)
+    p = p_recall_below(found + hits, hits, draws, len(order), target_recall)
+    first = int(np.argmax(p < alpha)) if len(order) else 0
+    truth = found + int(positive_left.sum())
+    got = found + (int(hits[first]) if len(order) else 0)
+    return first + 1 if len(order) else 0, got / truth if truth else 1.0
 
 
 def recall_at(found: list[int], positives: int, k: int) -> float | None:

@@ -284,3 +284,12 @@ def test_an_audit_sample_is_served_first_and_feeds_the_estimates(stack):
     est = mine["estimates"][common]
     assert est["total"] is not None, est["reason"]
     assert re.search(rf"\b{len(labelled)} (of them )?audit picks", est["reason"]), est["reason"]
+    # each draw says which half of the mixture drew it, and from how many unlabelled tasks;
+    # the uniform ones are the sample whose test's price the estimate states
+    draws = store.audits(pid).values()
+    assert all(len(rows) - 2 - 14 <= d.population <= len(rows) - 2 for d in draws)
+    assert not est["verified"] and 0 < est["random_labels_to_verify"] < len(rows)
+    assert (
+        metric(m, "rarelabel_random_labels_to_verify", {"project": str(pid), "class": common})
+        == (est["random_labels_to_verify"])
+    )

@@ -52,6 +52,7 @@ def test_the_status_page_shows_each_projects_health_as_metrics_count_it(served, 
     # one with nothing to go on yet
     artist_est = {"found": 9, "total": 11.4, "low": 9.0, "high": 15.0, "recall": 0.789}
     artist_est |= {"recall_low": 0.6, "labels_to_next_find": 7.5, "stop": False, "reason": "r"}
+    artist_est |= {"verified": False, "random_labels_to_verify": 1234}
     company_est = {"found": 0, "total": None, "low": None, "high": None, "recall": None}
     company_est |= {"recall_low": None, "labels_to_next_find": None, "stop": False}
     company_est["reason"] = "no positive labelled yet: nothing shows how the scores map to hits"
@@ -94,6 +95,7 @@ def test_the_status_page_shows_each_projects_health_as_metrics_count_it(served, 
 
         estimated = found(healthy, "Artist", "estimated_total")
         company_unknown = found(healthy, "Company", "unknown")
+        verify = {c: found(healthy, c, "verified") for c in ("Artist", "Company")}
         curve = page.locator(f"#project-{healthy} svg polyline[data-found='Artist']").count()
         band = page.locator(f"#project-{healthy} svg polygon[data-band='Artist']").count()
 
@@ -141,4 +143,10 @@ def test_the_status_page_shows_each_projects_health_as_metrics_count_it(served, 
     company = {"project": str(healthy), "class": "Company"}
     assert metric(text, "rarelabel_rare_estimated_total", company) is None  # never a made-up 0
     assert company_unknown.startswith("unknown: no positive labelled yet")
+    # the sample test: what verifying would cost, on the page as in /metrics
+    more = metric(text, "rarelabel_random_labels_to_verify", artist)
+    assert verify["Artist"].startswith(f"no: {more:.0f} random labels more") and more == 1234
+    assert metric(text, "rarelabel_stop_verified", artist) == 0
+    assert verify["Company"] == "-"
+    assert metric(text, "rarelabel_random_labels_to_verify", company) is None
     assert curve == 1 and band == 1
