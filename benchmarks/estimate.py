@@ -36,7 +36,8 @@ from model.data import Dataset, build_pool  # noqa: E402
 from model.embedding import Embedder, SQLiteCache, default_cache_path  # noqa: E402
 from model.features import pad_prototypes, pool_features  # noqa: E402
 from model.prioritiser import RankerConfig, embed_prototypes  # noqa: E402
-from model.simulate import initial_positives, run, verification_phase  # noqa: E402
+from model.recall_test import second_phase  # noqa: E402
+from model.simulate import initial_positives, run  # noqa: E402
 
 CHECKPOINTS = (100, 200, 300)
 INITIAL = 5
@@ -152,7 +153,7 @@ def run_job(job: Job) -> dict:
         left = np.ones(len(labels), dtype=bool)
         left[list(seeds) + asked[:start]] = False
         phases = [
-            verification_phase(labels[left] == t, int(found[start - 1]), phase_rng)
+            second_phase(labels[left] == t, int(found[start - 1]), phase_rng, TARGET_RECALL)
             for _ in range(PHASES)
         ]
         per_target[t] = {

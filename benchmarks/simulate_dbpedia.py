@@ -84,6 +84,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "bottom80": ("system", {"bottom_fraction": 0.8}),  # pseudo-negatives from the bottom 80%
     "fa10": ("system", {"f_a": 10}),  # fewer pseudo-negatives than the paper's f_a = 100
     "fa30": ("system", {"f_a": 30}),
+    # the paper's feature update: a network on the frozen features, background splitting
+    "feature_update": ("system", {"feature_update_every": 50}),
     "margin": ("system", {"strategy": "margin"}),  # the default with margin queries
     # issue 4: the margin phase's uncertainty measures, SEALS candidate pools
     "ad_margin": ("system", {"strategy": "adaptive"}),

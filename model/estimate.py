@@ -28,13 +28,12 @@ ranker scores lowest of all: 20 audit labels rarely land on 1% of the tail. The 
 95% is conditional on the calibration, and the audit only tests it: `stop` is a strong
 hint, not a guarantee.
 
-The guarantee is `verified`: Callaghan & Müller-Hansen's (2020) hypergeometric test on the
-audit's *uniform* draws alone, which assumes nothing of the ranker. It rejects "recall <
-target" when so few uniform draws hit that the missing positives recall < target needs
-would probably have been met. Its price is the point of `random_labels_to_verify`: with a
-class of 40 items, recall 0.95 allows 2 misses, and ruling out 3 hidden among N tasks takes
-about 0.6 N random labels. For rare classes a valid guarantee costs a large share of the
-pool; the calibrated hint is what is affordable, and the count says what the rest costs.
+The guarantee is `verified`: a test of "recall < target" on the audit's *uniform* draws
+alone (model.recall_test), which assumes nothing of the ranker. Its price is the point of
+`random_labels_to_verify`: with a class of 40 items, recall 0.95 allows 2 misses, and
+ruling out 3 hidden among N tasks takes about 0.7 N random labels. For rare classes a
+valid guarantee costs a large share of the pool; the calibrated hint is what is
+affordable, and the count says what the rest costs.
 """
 
 from __future__ import annotations
@@ -43,17 +42,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import hypergeom
 
 from model.class_choice import platt_fit
 from model.rankers import sigmoid
+from model.recall_test import sample_test
 
 LEVEL = 0.90  # the two-sided interval; its upper end is the one-sided 95% bound
 TARGET_RECALL = 0.95
 MIN_AUDIT = 10  # audit labels before the stopping rule may fire
 TAIL = 0.05  # calibrated probability below which the audit sample checks the calibration
 UNIFORM_SHARE = 0.5  # of the audit proposal: the defensive share that reaches the whole tail
-ALPHA = (1 - LEVEL) / 2  # the sample test's level: the same 95% as the calibrated bound
 
 
 @dataclass(frozen=True)
@@ -186,45 +184,6 @@ def estimate(
         )
     wait = expected_wait(prob, weights)
     return Estimate(found, total, low, high, found / total, recall_low, wait, stop, reason, *verify)
-
-
-def p_recall_below(found, hits, draws, population, target_recall: float = TARGET_RECALL):
-    """The p-value of "recall < target" after `draws` uniform draws from `population` tasks
-    with `hits` finds, `found` positives labelled in all (Callaghan & Müller-Hansen 2020).
-    Recall < target means at least `missing` positives unlabelled; with the sample's own
-    hits they were among the population, so hits ~ hypergeometric(population, missing +
-    hits, draws), and p = P(hits or fewer). Element-wise over arrays (a simulated sample,
-    draw by draw).
-
-    Conservative where the ranker labels beside the sample (its finds leave the population,
-    and are not counted as there to be hit) and the pool shrinks (`population` is the
-    largest it was); not valid for tasks imported after the sample began."""
-    found, hits = np.asarray(found), np.asarray(hits)
-    missing = np.floor(found * (1 - target_recall) / target_recall + 1e-9) + 1
-    there = np.minimum(missing + hits, population)  # more than the population: impossible
-    return np.where(missing + hits > population, 0.0, hypergeom.cdf(hits, population, there, draws))
-
-
-def sample_test(
-    history: Sequence[Pick],
-    unlabelled: int,
-    target_recall: float = TARGET_RECALL,
-    alpha: float = ALPHA,
-) -> tuple[bool, int]:
-    """(verified, random labels more to verify): `p_recall_below` on the history's uniform
-    audit draws, and how many more uniform draws, all misses, would bring it below `alpha`."""
-    found = sum(p.positive for p in history)
-    sample = [p for p in history if p.uniform]
-    hits, n = sum(p.positive for p in sample), len(sample)
-    population = max([p.population or 0 for p in sample] + [unlabelled + n])
-    if p_recall_below(found, hits, n, population, target_recall) < alpha:
-        return True, 0
-    lo, hi = n, population  # p at `hi` draws (every task) is 0; find the fewest below alpha
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        below = p_recall_below(found, hits, mid, population, target_recall) < alpha
-        lo, hi = (lo, mid) if below else (mid, hi)
-    return False, hi - n
 
 
 def audit_correction(

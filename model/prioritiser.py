@@ -74,6 +74,9 @@ class RankerConfig:
     # Columns of pool-fitted word statistics beside the embedding (model.features); read by
     # whoever builds the pool's vectors. 0 = the embedding alone.
     lexical_dims: int = 384
+    # The paper's slow step (model.feature_update): every this many labels, features learnt
+    # from the labels, ranked on beside the frozen ones. 0 = off. In simulation only so far.
+    feature_update_every: int = 0
     random_state: int = 0
 
     def __post_init__(self) -> None:
@@ -98,6 +101,8 @@ class RankerConfig:
             raise ValueError(f"C must be > 0, got {self.C}")
         if not 0 <= self.outlier_prior <= 1:
             raise ValueError(f"outlier_prior must be in [0, 1], got {self.outlier_prior}")
+        if self.feature_update_every < 0:
+            raise ValueError(f"feature_update_every must be >= 0, got {self.feature_update_every}")
         if not 0 <= self.lexical_dims <= 4096:
             raise ValueError(f"lexical_dims must be in [0, 4096], got {self.lexical_dims}")
         if self.seals_above is not None and self.seals_above < 0:
@@ -264,6 +269,13 @@ class Prioritiser:
         self.ids_ = list(pool.ids)
         if self.config.class_choice == "calibrated":  # the evidence the class choice reads
             self.asks_ = [state.recent_asks(t, self.config.precision_window) for t in self.targets]
+        return self
+
+    def forget_solutions(self) -> Prioritiser:
+        """The pool's columns changed (a feature update): the next fit starts each class
+        afresh, since a warm start needs the old columns. The last ranking stays, and the
+        next pseudo-negatives are drawn from it."""
+        self.rankers_ = {}
         return self
 
     def _previous_scores(self, pool: Pool) -> np.ndarray | None:

@@ -13,15 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.estimate import (
-    ALPHA,
-    TARGET_RECALL,
-    Estimate,
-    Pick,
-    draw_audit,
-    estimate,
-    p_recall_below,
-)
+from model.estimate import Estimate, Pick, draw_audit, estimate
+from model.feature_update import FeatureUpdate, background_classes
 from model.features import pad_prototypes, pool_features, with_lexical
 from model.labels import LabelState, has
 from model.prioritiser import Pool, Prioritiser, RankerConfig, embed_prototypes
@@ -86,6 +79,8 @@ def run(
     `audit_rate`: the share of labels drawn as an audit sample (`model.estimate.draw_audit`)
     instead of asked for by the ranker; its draws come from their own generator, so at 0 a
     run is the same as without it. `estimates`: estimate each class's count after each label.
+    With `config.feature_update_every`, every so many labels the features are learnt anew
+    from the labels so far (model.feature_update), and ranked on from the next label on.
     """
     if not 0 <= audit_rate < 1:
         raise ValueError(f"audit_rate must be in [0, 1), got {audit_rate}")
@@ -114,15 +109,23 @@ def run(
     history = {t: [Pick(has(lab, t)) for lab in seeds.values()] for t in targets}
     found, n_found, ests, audits = [], 0, [], []
     t0 = time.perf_counter()
+    every, clusters = config.feature_update_every, None
+    update = FeatureUpdate(random_state=config.random_state) if every else None
     for step in range(budget):
         audit = False
+        if update is not None and prio is not None and step and step % every == 0:
+            if clusters is None:
+                clusters = background_classes(X, update.clusters, config.random_state)
+            pool = Pool(pool.ids, updated_features(update, X, state, prio, clusters))
+            prio.forget_solutions()
+            prio.prototypes = pad_prototypes(prototypes or {}, pool.X.shape[1] - X.shape[1])
         if prio is None:
             if step >= len(random_order):
                 break
             row = int(random_order[step])
         else:
             queue = prio.fit(pool, state, index=index).queue(1)
-            S = pool_scores(prio, X) if tracked else None
+            S = pool_scores(prio, pool.X) if tracked else None
             if estimates and step > 0:
                 ests.append(class_estimates(history, S, labelled, targets))
             if len(queue) == 0:
@@ -132,7 +135,7 @@ def run(
             draw = None
             if audit:  # a random task instead, drawn by the ranker's probability and uniform
                 unlabelled = np.flatnonzero(~labelled)
-                _, prob = prio.predict(X[unlabelled])
+                _, prob = prio.predict(pool.X[unlabelled])
                 draw = draw_audit(prob, audit_rng)
                 row = int(unlabelled[draw.index])
             else:
@@ -158,7 +161,7 @@ def run(
     if prio is not None:
         prio.fit(pool, state, index=index)
         if estimates and len(ests) < len(found):
-            ests.append(class_estimates(history, pool_scores(prio, X), labelled, targets))
+            ests.append(class_estimates(history, pool_scores(prio, pool.X), labelled, targets))
     return RunResult(method, found, elapsed, prio, state, ests if estimates else None, audits)
 
 
@@ -173,26 +176,21 @@ def class_estimates(
     return {t: estimate(history[t], S[~labelled, j]) for j, t in enumerate(targets)}
 
 
-def verification_phase(
-    positive_left: np.ndarray,
-    found: int,
-    rng: np.random.Generator,
-    target_recall: float = TARGET_RECALL,
-    alpha: float = ALPHA,
-) -> tuple[int, float]:
-    """Callaghan & Müller-Hansen's second phase, simulated: the ranked labelling stops, and
-    uniform draws without replacement from the unlabelled tasks (`positive_left`: which of
-    them are positive) go on until the sample test (`model.estimate.p_recall_below`, tested
-    after every draw) verifies the target. (draws, true recall then)."""
-    positive_left = np.asarray(positive_left, dtype=bool)
-    order = positive_left[rng.permutation(len(positive_left))]
-    hits = np.cumsum(order)
-    draws = np.arange(1, len(order) + 1)
-    p = p_recall_below(found + hits, hits, draws, len(order), target_recall)
-    first = int(np.argmax(p < alpha)) if len(order) else 0
-    truth = found + int(positive_left.sum())
-    got = found + (int(hits[first]) if len(order) else 0)
-    return first + 1 if len(order) else 0, got / truth if truth else 1.0
+def updated_features(
+    update: FeatureUpdate,
+    X: np.ndarray,
+    state: LabelState,
+    prio: Prioritiser,
+    clusters: np.ndarray,
+) -> np.ndarray:
+    """The pool's features learnt from the labels so far: each class's human positives, and
+    its human negatives with the pseudo-negatives of the last fit (rows are task ids here)."""
+    pos = {t: np.array(sorted(state.positives(t)), dtype=np.int64) for t in prio.targets}
+    neg = {
+        t: np.array(sorted(state.negatives(t) | prio.pseudo_negatives_.get(t, set())))
+        for t in prio.targets
+    }
+    return update.fit(X, pos, neg, clusters).transform(X)
 
 
 def recall_at(found: list[int], positives: int, k: int) -> float | None:

@@ -16,10 +16,9 @@ from model.estimate import (
     draw_audit,
     estimate,
     expected_wait,
-    sample_test,
 )
 from model.rankers import sigmoid
-from model.simulate import verification_phase
+from model.recall_test import sample_test
 
 
 def world(
@@ -236,45 +235,11 @@ def test_draw_audit_draws_by_its_probabilities():
     assert np.allclose(np.bincount(uniform, minlength=len(p)) / len(uniform), 0.25, atol=0.04)
 
 
-@pytest.mark.parametrize("missing", [3, 5, 12])
-def test_the_sample_test_seldom_verifies_a_recall_short_of_the_target(missing):
-    """40 found and `missing` left among 3,000: recall is 40/43 = 0.93 or less, short of 0.95
-    (0.95 allows 2 misses). Tested after every uniform draw (the second phase, simulated),
-    the rule must still verify a wrong recall in under 5% of samples (plus noise of 400
-    runs; over 1,000 runs each: 0.054, 0.044, 0.048 for 3, 5, 12 missing)."""
-    rng = np.random.default_rng(missing)
-    left = np.arange(3000) < missing
-    runs = [verification_phase(left, 40, rng) for _ in range(400)]
-    wrong = np.mean([recall < 0.95 for _, recall in runs])
-    assert wrong <= 0.05 + 0.03
-    # the price of ruling out a few hidden among thousands: most of the pool, drawn at random
-    assert np.median([draws for draws, _ in runs]) > 0.5 * 3000
-
-
-def test_the_sample_test_verifies_a_complete_class_and_says_its_price_first():
-    """Nothing left among 3,000 after 40 found: 0.95 allows 2 misses, so excluding 3 takes
-    random labels of about 1 - 0.05^(1/3) = 63% of the pool; the count said beforehand is
-    what the draws then take."""
-    history = [Pick(True)] * 40 + [Pick(False, 0.0)] * 100
-    verified, more = sample_test(history, 3000)
-    assert not verified and 0.55 * 3000 < more < 0.7 * 3000
-    draws, recall = verification_phase(np.zeros(3000, bool), 40, np.random.default_rng(0))
-    assert recall == 1.0 and draws == more
-    sample = [Pick(False, 0.0, True, 0.001, True, 3000)] * more
-    assert sample_test(history + sample, 3000 - more) == (True, 0)
-    assert sample_test(history + sample[:-1], 3000 - more + 1) == (False, 1)
-
-
-def test_draws_of_the_ranked_half_never_count_as_a_sample():
-    history = [Pick(True)] * 40 + [Pick(False, 0.0, True, 0.01, False, 3000)] * 2500
-    assert sample_test(history, 500)[0] is False
-
-
 def test_the_estimate_carries_the_sample_test():
     history, scores, _, _ = world(3, audit_rate=0.3, labels=200)
     e = estimate(history, scores)
     assert not e.verified
-    assert e.random_labels_to_verify == sample_test(history, len(scores))[1] > 0
+    assert e.random_labels_to_verify == sample_test(history, len(scores), 0.95)[1] > 0
     assert estimate([Pick(False, 0.0)] * 3, np.zeros(10)).random_labels_to_verify is None
 
 
