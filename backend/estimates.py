@@ -15,7 +15,7 @@ from dataclasses import asdict
 import numpy as np
 
 from backend.store import Audit
-from model.estimate import Estimate, Pick, estimate
+from model.estimate import TARGET_RECALL, Estimate, Pick, estimate
 from model.labels import Label, has
 from model.prioritiser import Pool
 
@@ -27,6 +27,7 @@ def class_estimates(
     asked: dict[int, tuple[str, float | None]],
     scores: np.ndarray,
     audits: dict[int, Audit] | None = None,
+    target_recall: float = TARGET_RECALL,
 ) -> dict[str, Estimate]:
     """`scores`: the fitted rankers' (n, classes) logits over the pool's rows. `audits`:
     task -> its draw, as backend.store keeps them."""
@@ -46,7 +47,7 @@ def class_estimates(
                 continue
             by, logit = asked.get(task, (None, None))
             history.append(Pick(positive, score=logit if by == target else None))
-        out[target] = estimate(history, scores[unlabelled, j])
+        out[target] = estimate(history, scores[unlabelled, j], target_recall=target_recall)
     return out
 
 

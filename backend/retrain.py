@@ -98,7 +98,8 @@ def _retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
     store.record_asked(p, asked_now)
     store.save_model(p, StoredModel.from_prioritiser(prio, cfg.model_version))
     counts = state_labels.counts()
-    estimates = as_json(class_estimates(cfg.targets, pool, labels, asked, scores, audits))
+    estimates = class_estimates(cfg.targets, pool, labels, asked, scores, audits, cfg.target_recall)
+    estimates = as_json(estimates)
     store.add_curve_point(
         p,
         {

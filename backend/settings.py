@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from model.estimate import TARGET_RECALL
 from model.prioritiser import RankerConfig
 
 OTHER_LIKE = re.compile(r"^(other|others|none|negative|misc|miscellaneous|rest)$", re.IGNORECASE)
@@ -59,6 +60,13 @@ def _audit_rate(value: Any) -> float:
     if not 0 <= rate <= 0.5:
         raise ConfigError(f"need audit_rate in [0, 0.5], got {rate}")
     return rate
+
+
+def _target_recall(value: Any) -> float:
+    recall = float(value)
+    if not 0.5 <= recall < 1:
+        raise ConfigError(f"need target_recall in [0.5, 1), got {recall}")
+    return recall
 
 
 def _queue_size(value: Any) -> int:
@@ -105,6 +113,10 @@ PROJECT_SETTINGS: dict[str, Setting] = {
         "share of retrains that put a random task (drawn half by the ranker's probability, "
         "half uniformly) at the head of the queue: the audit sample that checks the "
         "estimates and lets the stopping rule fire; 0 = none",
+    ),
+    "target_recall": Setting(
+        "RARELABEL_TARGET_RECALL", TARGET_RECALL, _target_recall,
+        "the recall the stopping rule and the sample test check for, in [0.5, 1)",
     ),
     "C": Setting("RARELABEL_C", _R.C, float, "inverse regularisation of the logistic regression"),
     "outlier_prior": Setting(
@@ -218,6 +230,7 @@ class ProjectConfig:
     queue_size: int
     model_version: str
     audit_rate: float = 0.0
+    target_recall: float = TARGET_RECALL
     hostname: str | None = None  # where Label Studio said it lives (at /setup)
     access_token: str | None = None
     extra: dict = field(default_factory=dict)  # the extra params as given, for re-resolving
@@ -238,7 +251,7 @@ class ProjectConfig:
         """What the worker's warm state depends on: every setting and the label config, but
         not where Label Studio lives or the token (a new token ranks the same)."""
         d = self._flat()
-        for key in ("hostname", "access_token", "extra", "audit_rate"):
+        for key in ("hostname", "access_token", "extra", "audit_rate", "target_recall"):
             d.pop(key)
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
@@ -248,7 +261,7 @@ class ProjectConfig:
         d = json.loads(raw)
         ranker = RankerConfig(**{k: d.pop(k) for k in RANKER_SETTINGS if k in d})
         d.setdefault("descriptions", {})
-        for name in ("queue_size", "model_version", "audit_rate"):
+        for name in ("queue_size", "model_version", "audit_rate", "target_recall"):
             d.setdefault(name, PROJECT_SETTINGS[name].default)
         return cls(label=LabelConfig(**d.pop("label")), ranker=ranker, **d)
 
@@ -310,6 +323,7 @@ def resolve(
         queue_size=values["queue_size"],
         model_version=values["model_version"],
         audit_rate=values["audit_rate"],
+        target_recall=values["target_recall"],
         hostname=hostname,
         access_token=access_token,
         extra=extra,

@@ -116,9 +116,11 @@ def run(
         if update is not None and prio is not None and step and step % every == 0:
             if clusters is None:
                 clusters = background_classes(X, update.clusters, config.random_state)
-            pool = Pool(pool.ids, updated_features(update, X, state, prio, clusters))
-            prio.forget_solutions()
-            prio.prototypes = pad_prototypes(prototypes or {}, pool.X.shape[1] - X.shape[1])
+            learnt = updated_features(update, X, state, prio, clusters)
+            if learnt is not None:  # else nothing to learn from yet: the next update retries
+                pool = Pool(pool.ids, learnt)
+                prio.forget_solutions()
+                prio.prototypes = pad_prototypes(prototypes or {}, learnt.shape[1] - X.shape[1])
         if prio is None:
             if step >= len(random_order):
                 break
@@ -182,14 +184,17 @@ def updated_features(
     state: LabelState,
     prio: Prioritiser,
     clusters: np.ndarray,
-) -> np.ndarray:
+) -> np.ndarray | None:
     """The pool's features learnt from the labels so far: each class's human positives, and
-    its human negatives with the pseudo-negatives of the last fit (rows are task ids here)."""
+    its human negatives with the pseudo-negatives of the last fit (rows are task ids here).
+    None while no class has both (every pick a hit, on a class still ranked by cosine)."""
     pos = {t: np.array(sorted(state.positives(t)), dtype=np.int64) for t in prio.targets}
     neg = {
         t: np.array(sorted(state.negatives(t) | prio.pseudo_negatives_.get(t, set())))
         for t in prio.targets
     }
+    if not any(len(pos[t]) and len(neg[t]) for t in prio.targets):
+        return None
     return update.fit(X, pos, neg, clusters).transform(X)
 
 

@@ -104,6 +104,8 @@ def test_seals_is_on_from_a_pool_size_that_can_be_set_or_turned_off(monkeypatch)
         ({"queue_size": 0}, "queue_size"),
         ({"audit_rate": 0.9}, "audit_rate"),
         ({"audit_rate": "often"}, "numeric"),
+        ({"target_recall": 1.0}, "target_recall"),
+        ({"target_recall": 0.3}, "target_recall"),
         ({"lexical_dims": -1}, "lexical_dims"),
         ({"seals_above": -1}, "seals_above"),
         ({"seals_above": "lots"}, "numeric"),
@@ -171,8 +173,17 @@ def test_a_config_stored_before_the_ranker_was_held_whole_still_loads():
     )
     cfg = ProjectConfig.from_json(stored)
     assert (cfg.ranker.f_a, cfg.ranker.seals_above, cfg.queue_size) == (20.0, None, 50)
-    assert cfg.audit_rate == 0.0  # a setting added since: its default
-    assert json.loads(cfg.to_json()) == {**json.loads(stored), "audit_rate": 0.0}
+    assert cfg.audit_rate == 0.0  # settings added since: their defaults
+    assert cfg.target_recall == 0.95
+    added = {"audit_rate": 0.0, "target_recall": 0.95}
+    assert json.loads(cfg.to_json()) == {**json.loads(stored), **added}
+
+
+def test_the_target_recall_is_a_project_setting_that_keeps_the_warm_state():
+    """It changes what the estimates check, not the ranking: the fingerprint stays."""
+    lower = resolve(1, LABEL_CONFIG, {"target_recall": 0.8})
+    assert lower.target_recall == 0.8
+    assert lower.fingerprint() == resolve(1, LABEL_CONFIG).fingerprint()
 
 
 @pytest.mark.parametrize("key", ["neighbours", "augment", "pseudo_source", "thompson", "f_A"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -69,3 +71,22 @@ def test_without_a_class_to_learn_from_it_says_so(positives, negatives):
     X, _ = corners_world(4, n=100)
     with pytest.raises(ValueError, match="positives and negatives"):
         FeatureUpdate().fit(X, positives, negatives)
+
+
+def test_a_loop_with_feature_updates_ranks_on_the_learnt_columns_from_the_next_label():
+    """`feature_update_every` in the simulated loop: after an update every class ranks on
+    [x, h(x)]; a pool whose picks are all hits (nothing to learn from) keeps its features."""
+    from model.prioritiser import RankerConfig
+    from model.simulate import run
+
+    X, y = corners_world(5, n=1500)
+    labels = np.where(y, "corners", "other")
+    seeds = {int(r): "corners" for r in np.flatnonzero(y)[:5]}
+    config = RankerConfig(feature_update_every=20, lexical_dims=0, outlier_prior=0.0)
+    res = run(X, labels, ["corners"], seeds, 45, "system", config)
+    assert len(res.found) == 45 and res.found == sorted(res.found)
+    coef = res.prioritiser.rankers_["corners"].weights[0]
+    assert len(coef) == X.shape[1] + FeatureUpdate().hidden
+    everything = np.full(len(X), "corners")  # every pick a hit: no negative to learn from
+    res = run(X, everything, ["corners"], seeds, 25, "system", replace(config, f_a=0))
+    assert len(res.prioritiser.rankers_["corners"].weights[0]) == X.shape[1]
