@@ -2,13 +2,15 @@
 
 The estimates (model.estimate) can check their calibration, and the stopping rule may fire,
 only on labels the ranker did not choose. At the rate a manager sets (`audit_rate`), a
-retrain draws one unlabelled task (`draw_audit`: half by the ranker's probability, half
-uniformly, so every task can be drawn) and serves it first, with its draw probability,
-every class's logit and which half drew it recorded (the uniform half's draws are the
-sample that can verify a recall without trusting the ranker). It stays first until someone
-labels it, or it leaves the pool; only then may the next be drawn. Whether a retrain
-draws depends on the project and its label count alone, so a retrain repeated at the same
-count decides the same way.
+retrain draws one unlabelled task and serves it first, recording its draw probability,
+every class's logit and which half of the mixture drew it (`draw_audit`: by default half
+by the ranker's probability, half uniformly, so every task can be drawn). The uniform
+draws are the sample that verifies a recall without trusting the ranker
+(model.recall_test); `audit_uniform_share` 1 with `audit_rate` 1 makes every label one:
+the second phase, in Label Studio. A drawn task stays first until someone labels it, or it
+leaves the pool; only then may the next be drawn. Whether a retrain draws depends on the
+project and its label count alone, so a retrain repeated at the same count decides the
+same way.
 """
 
 from __future__ import annotations
@@ -48,9 +50,9 @@ def audit_head(
     rows = np.flatnonzero(unlabelled)
     if len(rows) == 0:
         return []
-    draw = draw_audit(prio.probabilities(scores[rows]).max(axis=1), rng)
+    draw = draw_audit(prio.probabilities(scores[rows]).max(axis=1), rng, cfg.audit_uniform_share)
     row = int(rows[draw.index])
     task = int(pool.ids[row])
     logits = {t: float(scores[row, j]) for j, t in enumerate(cfg.targets)}
-    store.record_audit(p, task, Audit(draw.q, logits, draw.uniform, len(rows)))
+    store.record_audit(p, task, Audit(draw.q, logits, draw.uniform, len(rows), len(pool.ids)))
     return [task]

@@ -43,7 +43,7 @@ def class_estimates(
             if task in audits:
                 a = audits[task]
                 logit = a.logits.get(target)
-                history.append(Pick(positive, logit, True, a.q, a.uniform, a.population))
+                history.append(Pick(positive, logit, True, a.q, a.uniform, a.population, a.pool))
                 continue
             by, logit = asked.get(task, (None, None))
             history.append(Pick(positive, score=logit if by == target else None))

@@ -137,14 +137,15 @@ def _process(store: Store, project: int) -> dict:
             ls.configure_project(client_for(cfg), project, cfg.model_version)
         skipped = all(is_noop(cfg, e) for e in events)
         return {"skipped": len(events)} if skipped else {"unchanged": True}
+    served = store.dirty_mark(project)
     result = retrain_and_push(store, cfg)
     if configure:  # after the push: Label Studio accepts a model_version it has seen
         ls.configure_project(client_for(cfg), project, cfg.model_version)
         secure_webhooks(cfg)
-    store.clear_dirty(project)
+    owed = not store.clear_dirty(project, served)  # marked again during the retrain
     store.ack_events(project, events)
-    if "synced_at" not in store.status(project):
-        enqueue(store, project)  # the full sync, right after this first ranking
+    if "synced_at" not in store.status(project) or owed:
+        enqueue(store, project)  # the full sync after a first ranking, or the retrain owed
     elif store.backlog_size(project):
         fan_out(store, project)
     return result

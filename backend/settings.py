@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from model.estimate import TARGET_RECALL
+from model.estimate import TARGET_RECALL, UNIFORM_SHARE
 from model.prioritiser import RankerConfig
 
 OTHER_LIKE = re.compile(r"^(other|others|none|negative|misc|miscellaneous|rest)$", re.IGNORECASE)
@@ -57,9 +57,16 @@ def _seals_above(value: Any) -> int | None:
 
 def _audit_rate(value: Any) -> float:
     rate = float(value)
-    if not 0 <= rate <= 0.5:
-        raise ConfigError(f"need audit_rate in [0, 0.5], got {rate}")
+    if not 0 <= rate <= 1:
+        raise ConfigError(f"need audit_rate in [0, 1], got {rate}")
     return rate
+
+
+def _audit_uniform_share(value: Any) -> float:
+    share = float(value)
+    if not 0 < share <= 1:
+        raise ConfigError(f"need audit_uniform_share in (0, 1], got {share}")
+    return share
 
 
 def _target_recall(value: Any) -> float:
@@ -110,9 +117,14 @@ PROJECT_SETTINGS: dict[str, Setting] = {
     ),
     "audit_rate": Setting(
         "RARELABEL_AUDIT_RATE", 0.0, _audit_rate,
-        "share of retrains that put a random task (drawn half by the ranker's probability, "
-        "half uniformly) at the head of the queue: the audit sample that checks the "
-        "estimates and lets the stopping rule fire; 0 = none",
+        "share of retrains that put a random task at the head of the queue: the audit "
+        "sample that checks the estimates, lets the stopping rule fire and feeds the "
+        "sample test; 0 = none, 1 = every label (a verification phase)",
+    ),
+    "audit_uniform_share": Setting(
+        "RARELABEL_AUDIT_UNIFORM_SHARE", UNIFORM_SHARE, _audit_uniform_share,
+        "share of audit draws made uniformly (the rest by the ranker's probability): only "
+        "those count for the sample test; 1 = a purely uniform sample",
     ),
     "target_recall": Setting(
         "RARELABEL_TARGET_RECALL", TARGET_RECALL, _target_recall,
@@ -173,6 +185,8 @@ SERVICE_SETTINGS: dict[str, Setting] = {
         "workers `rarelabel serve` runs beside its embedded store (default: one per core)",
     ),
 }  # fmt: skip
+# what the estimates read, not the ranking: outside the warm state's fingerprint
+AUDIT_SETTINGS = ("audit_rate", "audit_uniform_share", "target_recall")
 RANKER_SETTINGS = [name for name in PROJECT_SETTINGS if name in {f.name for f in fields(_R)}]
 # The embedding's settings (RARELABEL_EMBEDDING_MODEL, _BACKEND, RARELABEL_MODEL_DIR,
 # RARELABEL_CACHE_DIR) are read by model/embedding.py, which the simulation shares.
@@ -230,6 +244,7 @@ class ProjectConfig:
     queue_size: int
     model_version: str
     audit_rate: float = 0.0
+    audit_uniform_share: float = UNIFORM_SHARE
     target_recall: float = TARGET_RECALL
     hostname: str | None = None  # where Label Studio said it lives (at /setup)
     access_token: str | None = None
@@ -251,7 +266,7 @@ class ProjectConfig:
         """What the worker's warm state depends on: every setting and the label config, but
         not where Label Studio lives or the token (a new token ranks the same)."""
         d = self._flat()
-        for key in ("hostname", "access_token", "extra", "audit_rate", "target_recall"):
+        for key in ("hostname", "access_token", "extra", *AUDIT_SETTINGS):
             d.pop(key)
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
@@ -261,7 +276,7 @@ class ProjectConfig:
         d = json.loads(raw)
         ranker = RankerConfig(**{k: d.pop(k) for k in RANKER_SETTINGS if k in d})
         d.setdefault("descriptions", {})
-        for name in ("queue_size", "model_version", "audit_rate", "target_recall"):
+        for name in ("queue_size", "model_version", *AUDIT_SETTINGS):
             d.setdefault(name, PROJECT_SETTINGS[name].default)
         return cls(label=LabelConfig(**d.pop("label")), ranker=ranker, **d)
 
@@ -322,8 +337,7 @@ def resolve(
         ranker=ranker,
         queue_size=values["queue_size"],
         model_version=values["model_version"],
-        audit_rate=values["audit_rate"],
-        target_recall=values["target_recall"],
+        **{name: values[name] for name in AUDIT_SETTINGS},
         hostname=hostname,
         access_token=access_token,
         extra=extra,

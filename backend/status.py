@@ -13,6 +13,7 @@ from html import escape
 
 from backend.curve_svg import curve_svg
 from backend.store import Store
+from model.estimate import TARGET_RECALL
 
 
 def project_status(
@@ -58,6 +59,7 @@ def project_status(
             "rate": cfg.audit_rate if cfg else 0.0,
             "labelled": int(number("audit_labels") or 0),
         },
+        "target_recall": cfg.target_recall if cfg else TARGET_RECALL,
         "import": {
             "tasks": int(number("last_import_tasks") or 0),
             "likely_rare": int(number("last_import_likely_rare") or 0),
@@ -159,6 +161,11 @@ def render(statuses: list[dict]) -> str:
             ),
             _row("audit sample: share of retrains", f"{s['audit']['rate']:g}", "audit_rate"),
             _row("audit sample: labelled", s["audit"]["labelled"], "audit_labels"),
+            _row(
+                "target recall (stopping rule, sample test)",
+                f"{s['target_recall']:g}",
+                "target_recall",
+            ),  # fmt: skip
             _row("last import: tasks", s["import"]["tasks"], "import_tasks"),
             _row("last import: likely rare", s["import"]["likely_rare"], "import_likely_rare"),
         ]

@@ -61,6 +61,12 @@ def connect(url: str) -> redis.Redis:
     )
 
 
+_CLEAR_IF_SAME = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
 @dataclass(frozen=True)
 class Annotation:
     task: int
@@ -71,13 +77,14 @@ class Annotation:
 @dataclass(frozen=True)
 class Audit:
     """An audit draw (backend.audit): its draw probability `q`, every class's logit then,
-    whether the mixture's uniform half drew it, and the unlabelled tasks it was drawn from
-    (None for a draw recorded before these were kept)."""
+    whether the mixture's uniform half drew it, the unlabelled tasks it was drawn from and
+    the tasks in the pool then (None for a draw recorded before these were kept)."""
 
     q: float
     logits: dict[str, float]
     uniform: bool = False
     population: int | None = None
+    pool: int | None = None
 
 
 class RedisVectorCache:
@@ -196,10 +203,20 @@ class Store:
             self.r.hset(self.key(p, "status"), "reconciled_at", 0)
 
     def mark_dirty(self, project: int) -> None:
-        self.r.set(self.key(project, "dirty"), 1)
+        """A retrain is owed. Each mark is a new value, so that a retrain that began before
+        it cannot clear it (`clear_dirty`)."""
+        self.r.incr(self.key(project, "dirty"))
 
-    def clear_dirty(self, project: int) -> None:
-        self.r.delete(self.key(project, "dirty"))
+    def dirty_mark(self, project: int) -> bytes | None:
+        """The mark a retrain is about to serve, for `clear_dirty` after it."""
+        return self.r.get(self.key(project, "dirty"))
+
+    def clear_dirty(self, project: int, served: bytes | None) -> bool:
+        """Clear the mark if it is still the one the retrain served; a mark made meanwhile
+        (an embedding chunk finished during the retrain) stays, and owes the next one.
+        True if cleared."""
+        key = self.key(project, "dirty")
+        return bool(self.r.eval(_CLEAR_IF_SAME, 1, key, served or b""))
 
     def dirty(self, project: int) -> bool:
         return bool(self.r.exists(self.key(project, "dirty")))
@@ -446,9 +463,8 @@ class Store:
         for t, value in self.r.hgetall(self.key(project, "audit")).items():
             d = json.loads(value)
             logits = {k: float(v) for k, v in d["logits"].items()}
-            out[int(t)] = Audit(
-                float(d["q"]), logits, bool(d.get("uniform", False)), d.get("population")
-            )
+            uniform, population, pool = d.get("uniform", False), d.get("population"), d.get("pool")
+            out[int(t)] = Audit(float(d["q"]), logits, bool(uniform), population, pool)
         return out
 
     def add_curve_point(self, project: int, point: dict) -> None:

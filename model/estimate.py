@@ -61,8 +61,8 @@ class Pick:
     `score`: the class's score (logit) for the task at the retrain before it was labelled;
     None for a task labelled without being asked for (a seed, an imported label).
     `audit`: drawn by `draw_audit`, not asked for by the ranker, with `q` its probability
-    of being drawn then; `uniform`: drawn by the mixture's uniform half, from `population`
-    unlabelled tasks (what `draw_audit` returned)."""
+    of being drawn then; `uniform`: drawn by the mixture's uniform half (what `draw_audit`
+    returned), from `population` unlabelled tasks of a pool of `pool`."""
 
     positive: bool
     score: float | None = None
@@ -70,6 +70,7 @@ class Pick:
     q: float | None = None
     uniform: bool = False
     population: int | None = None
+    pool: int | None = None
 
 
 @dataclass(frozen=True)

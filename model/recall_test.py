@@ -19,8 +19,8 @@ needs; the test rejects when the mixture is >= 1/alpha under each such M.
 Its price: with no hits it needs about N (1 - (alpha/2)^(1/k)) draws to rule out k hidden
 positives among N, e.g. 0.7 N for a class of 40 items (recall 0.95 allows 2 misses, so 3
 must be ruled out). For a rare class a guarantee costs a large share of the pool;
-`sample_test` says how much, beforehand. Not valid for tasks imported after the first
-uniform draw: the sample never covered them.
+`sample_test` says how much, beforehand. A draw covers the pool it was drawn from, not
+tasks imported (or deleted) after it: a change of the pool restarts the sample.
 """
 
 from __future__ import annotations
@@ -88,12 +88,12 @@ def sample_test(
     tasks unlabelled now. The labels more are uniform draws, all misses, with nothing else
     labelled meanwhile."""
     found = sum(p.positive for p in history)
-    first = next((i for i, p in enumerate(history) if p.uniform and p.population), len(history))
+    first = _sample_start(history, unlabelled + len(history))
     since = list(history[first:])
     f_now = sum(p.positive for p in since)
     M = hypotheses(f_now + missing_allowed(found, target_recall) + 1, unlabelled + f_now)
     per_c = np.zeros((len(ALTERNATIVES), len(M)))
-    draws = [i for i, p in enumerate(since) if p.uniform and p.population]
+    draws = [i for i, p in enumerate(since) if _usable(p)]
     if draws:
         f = np.cumsum([0] + [p.positive for p in since])
         per_c = log_evidence(
@@ -122,6 +122,24 @@ def sample_test(
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if verified_after(mid) else (mid, hi)
     return False, hi
+
+
+def _usable(p) -> bool:
+    return bool(p.uniform and p.population and p.pool)
+
+
+def _sample_start(history: Sequence, pool_now: int) -> int:
+    """Where the sample begins: the first uniform draw made in the pool as it is now. A draw
+    made before tasks were imported or deleted saw another pool, so the sample restarts
+    after the last draw whose pool differs."""
+    start = len(history)
+    for i in range(len(history) - 1, -1, -1):
+        p = history[i]
+        if _usable(p):
+            if p.pool != pool_now:
+                break
+            start = i
+    return start
 
 
 def second_phase(

@@ -150,7 +150,7 @@ def run(
                     else:
                         n = int((~labelled).sum())
                         history[t].append(
-                            Pick(hit, float(S[row, j]), True, draw.q, draw.uniform, n)
+                            Pick(hit, float(S[row, j]), True, draw.q, draw.uniform, n, len(X))
                         )
         state.set_label(row, str(labels[row]))
         labelled[row] = True

@@ -102,7 +102,8 @@ def test_seals_is_on_from_a_pool_size_that_can_be_set_or_turned_off(monkeypatch)
         ({"targets": ["Spaceship"]}, "Spaceship"),
         ({"strategy": "psychic"}, "psychic"),
         ({"queue_size": 0}, "queue_size"),
-        ({"audit_rate": 0.9}, "audit_rate"),
+        ({"audit_rate": 1.5}, "audit_rate"),
+        ({"audit_uniform_share": 0}, "audit_uniform_share"),
         ({"audit_rate": "often"}, "numeric"),
         ({"target_recall": 1.0}, "target_recall"),
         ({"target_recall": 0.3}, "target_recall"),
@@ -175,15 +176,16 @@ def test_a_config_stored_before_the_ranker_was_held_whole_still_loads():
     assert (cfg.ranker.f_a, cfg.ranker.seals_above, cfg.queue_size) == (20.0, None, 50)
     assert cfg.audit_rate == 0.0  # settings added since: their defaults
     assert cfg.target_recall == 0.95
-    added = {"audit_rate": 0.0, "target_recall": 0.95}
+    added = {"audit_rate": 0.0, "audit_uniform_share": 0.5, "target_recall": 0.95}
     assert json.loads(cfg.to_json()) == {**json.loads(stored), **added}
 
 
-def test_the_target_recall_is_a_project_setting_that_keeps_the_warm_state():
-    """It changes what the estimates check, not the ranking: the fingerprint stays."""
-    lower = resolve(1, LABEL_CONFIG, {"target_recall": 0.8})
-    assert lower.target_recall == 0.8
-    assert lower.fingerprint() == resolve(1, LABEL_CONFIG).fingerprint()
+def test_the_audit_settings_keep_the_warm_state():
+    """They change what the estimates read, not the ranking: the fingerprint stays."""
+    extra = {"target_recall": 0.8, "audit_rate": 1, "audit_uniform_share": 1}
+    phase = resolve(1, LABEL_CONFIG, extra)
+    assert (phase.target_recall, phase.audit_rate, phase.audit_uniform_share) == (0.8, 1, 1)
+    assert phase.fingerprint() == resolve(1, LABEL_CONFIG).fingerprint()
 
 
 @pytest.mark.parametrize("key", ["neighbours", "augment", "pseudo_source", "thompson", "f_A"])

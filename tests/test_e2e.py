@@ -248,6 +248,7 @@ def test_an_audit_sample_is_served_first_and_feeds_the_estimates(stack):
     truth = {int(t["id"]): text_label[t["data"]["text"]] for t in ls.fetch_tasks(client, pid)}
     common = "Artist"  # ~7% of the rows: the ranker's picks hold hits and misses, so the
     extra = {"targets": [common], "audit_rate": 0.5}  # estimate is a number, not "unknown"
+    extra["audit_uniform_share"] = 1.0  # every draw uniform: the sample test's
     ls.connect_backend(client, pid, url, extra_params=extra)
     wait_for(lambda: store.pool_size(pid) == len(rows), 180, "the pool", every=1)
 
@@ -287,7 +288,9 @@ def test_an_audit_sample_is_served_first_and_feeds_the_estimates(stack):
     # each draw says which half of the mixture drew it, and from how many unlabelled tasks;
     # the uniform ones are the sample whose test's price the estimate states
     draws = store.audits(pid).values()
-    assert all(len(rows) - 2 - 14 <= d.population <= len(rows) - 2 for d in draws)
+    full = [d for d in draws if d.pool == len(rows)]  # (not one drawn while it was embedded)
+    assert full and all(len(rows) - 2 - 14 <= d.population <= len(rows) - 2 for d in full)
+    assert all(d.uniform for d in draws)  # audit_uniform_share reached the draws
     assert not est["verified"] and 0 < est["random_labels_to_verify"] < len(rows)
     assert (
         metric(m, "rarelabel_random_labels_to_verify", {"project": str(pid), "class": common})

@@ -39,15 +39,15 @@ def test_a_complete_class_is_verified_after_the_labels_it_said():
     assert not verified and 0.6 * 3000 < more < 0.8 * 3000
     draws, recall = second_phase(np.zeros(3000, bool), 40, np.random.default_rng(0), 0.95)
     assert recall == 1.0 and draws == more
-    sample = [Pick(False, 0.0, True, 0.001, True, 3000 - i) for i in range(more)]
+    sample = [Pick(False, 0.0, True, 0.001, True, 3000 - i, 3140) for i in range(more)]
     assert sample_test(history + sample, 3000 - more, 0.95) == (True, 0)
     assert sample_test(history + sample[:-1], 3000 - more + 1, 0.95) == (False, 1)
 
 
 def test_a_hit_in_the_sample_raises_the_price():
     history = [Pick(True)] * 40 + [Pick(False, 0.0)] * 100
-    misses = [Pick(False, 0.0, True, 0.001, True, 3000 - i) for i in range(500)]
-    hit = [Pick(True, 0.0, True, 0.001, True, 2500)]
+    misses = [Pick(False, 0.0, True, 0.001, True, 3000 - i, 3140) for i in range(500)]
+    hit = [Pick(True, 0.0, True, 0.001, True, 2500, 3140)]
     _, after_misses = sample_test(history + misses, 2500, 0.95)
     _, after_a_hit = sample_test(history + misses + hit, 2499, 0.95)
     assert after_a_hit > after_misses
@@ -61,3 +61,14 @@ def test_draws_of_the_ranked_half_never_count_as_a_sample():
 def test_a_lower_target_is_cheaper_to_verify():
     history = [Pick(True)] * 40 + [Pick(False, 0.0)] * 100
     assert sample_test(history, 3000, 0.8)[1] < sample_test(history, 3000, 0.95)[1]
+
+
+def test_an_import_after_the_sample_restarts_it():
+    """1,000 tasks imported after 2,100 uniform misses: the draws never saw them, so the
+    sample starts again and the price is that of a pool with no sample."""
+    history = [Pick(True)] * 40 + [Pick(False, 0.0)] * 100
+    sample = [Pick(False, 0.0, True, 0.001, True, 3000 - i, 3140) for i in range(2100)]
+    assert sample_test(history + sample, 900, 0.95)[0] is True
+    grown = sample_test(history + sample, 1900, 0.95)  # the pool now holds 1,000 more
+    assert grown == sample_test(history + [Pick(False, 0.0)] * 2100, 1900, 0.95)
+    assert grown[0] is False

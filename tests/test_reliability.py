@@ -149,6 +149,17 @@ def test_a_dead_jobs_lock_expires_and_a_live_jobs_lock_is_renewed(store, monkeyp
     assert not store.r.exists(store.key(7, "lock"))
 
 
+def test_a_retrain_owed_during_a_retrain_is_not_cleared_by_it(store):
+    """An embedding chunk that finishes while a retrain runs marks the project again; the
+    retrain, done, clears only the mark it served, so the new tasks get their ranking (the
+    lost update that once left a pool ranked on 1,256 of its 2,000 tasks for good)."""
+    store.mark_dirty(7)
+    served = store.dirty_mark(7)  # the retrain starts
+    store.mark_dirty(7)  # a chunk of the backlog lands meanwhile
+    assert store.clear_dirty(7, served) is False and store.dirty(7)
+    assert store.clear_dirty(7, store.dirty_mark(7)) is True and not store.dirty(7)
+
+
 def test_the_sweep_gives_a_job_to_every_project_owing_work(store, monkeypatch):
     monkeypatch.setenv("RARELABEL_RECONCILE_SECONDS", "60")
     for p in (1, 2, 3, 4):

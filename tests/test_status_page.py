@@ -45,6 +45,7 @@ def test_the_status_page_shows_each_projects_health_as_metrics_count_it(served, 
     healthy, troubled = 3, 5
     for p in (healthy, troubled):
         extra = {"targets": ["Artist", "Company"], "audit_rate": 0.05 if p == healthy else 0}
+        extra |= {"target_recall": 0.9} if p == healthy else {}
         store.save_config(resolve(p, LABEL_CONFIG, extra))
     now = time.time()
     good = {"last_retrain_at": now - 4, "last_predictions_written": 12, "pool_size": 3060}
@@ -110,6 +111,7 @@ def test_the_status_page_shows_each_projects_health_as_metrics_count_it(served, 
                 "Artist": found(p, "Artist"),
                 "audit_rate": field(p, "audit_rate"),
                 "audit_labels": field(p, "audit_labels"),
+                "target_recall": field(p, "target_recall"),
             }
             for p in (healthy, troubled)
         }
@@ -132,6 +134,7 @@ def test_the_status_page_shows_each_projects_health_as_metrics_count_it(served, 
     assert float(shown[healthy]["audit_labels"]) == metric(text, "rarelabel_audit_labels", audited)
     assert (shown[healthy]["audit_rate"], shown[troubled]["audit_rate"]) == ("0.05", "0")
     assert shown[troubled]["audit_labels"] == "0"
+    assert (shown[healthy]["target_recall"], shown[troubled]["target_recall"]) == ("0.9", "0.95")
     assert metric(text, "rarelabel_audit_labels", {"project": str(troubled)}) is None
     artist = {"project": str(healthy), "class": "Artist"}
     assert float(shown[healthy]["Artist"]) == metric(text, "rarelabel_rare_positives_found", artist)
