@@ -113,14 +113,18 @@ ESTIMATE_GAUGES = {  # an unknown estimate (no positive yet, ...) is left out, n
         "Uniform audit labels more, all misses, that would verify the recall",
     ),
 }
-KNOWN_BY = {"verified": "random_labels_to_verify", "random_labels_to_verify": None}
+# the field whose presence says a gauge is known; the calibrated ones: "total"
+KNOWN_BY = {
+    "verified": "random_labels_to_verify",
+    "random_labels_to_verify": "random_labels_to_verify",
+}
 
 
 def estimate_gauges(estimates: dict[int, dict]):
     """The calibrated numbers exist once `total` does; the sample test's once anything is
     found (`random_labels_to_verify`), calibrated or not."""
     for field, (name, help_text) in ESTIMATE_GAUGES.items():
-        known = KNOWN_BY.get(field, "total") or field
+        known = KNOWN_BY.get(field, "total")
         family = GaugeMetricFamily(name, help_text, labels=["project", "class"])
         for p, per_class in estimates.items():
             for t, e in per_class.items():

@@ -91,7 +91,7 @@ CLASS_HEAD = (
 
 
 def _verify_text(e: dict | None) -> str:
-    """The sample test's answer: yes, or what it would cost (model.estimate.sample_test)."""
+    """The sample test's answer: yes, or what it would cost (model.recall_test.sample_test)."""
     more = (e or {}).get("random_labels_to_verify")
     if more is None:
         return "-"

@@ -34,6 +34,7 @@ from benchmarks.data_dir import data_file  # noqa: E402
 from benchmarks.harness import read_labelled  # noqa: E402
 from model.data import Dataset, build_pool  # noqa: E402
 from model.embedding import Embedder, SQLiteCache, default_cache_path  # noqa: E402
+from model.estimate import TARGET_RECALL  # noqa: E402
 from model.features import pad_prototypes, pool_features  # noqa: E402
 from model.prioritiser import RankerConfig, embed_prototypes  # noqa: E402
 from model.recall_test import second_phase  # noqa: E402
@@ -41,7 +42,6 @@ from model.simulate import initial_positives, run  # noqa: E402
 
 CHECKPOINTS = (100, 200, 300)
 INITIAL = 5
-TARGET_RECALL = 0.95
 PHASES = 50  # simulated second phases (uniform samples) per class
 
 

@@ -156,8 +156,8 @@ def second_phase(
     order = np.asarray(positive_left, dtype=bool)[rng.permutation(len(positive_left))]
     n = len(order)
     truth = found + int(order.sum())
-    if n == 0:
-        return 0, 1.0 if truth == 0 else found / truth
+    if n == 0:  # nothing left unlabelled: the count is exact
+        return 0, 1.0
     hits = np.cumsum(order)
     before = np.concatenate([[0], hits[:-1]])
     least = hits + missing_allowed(found + hits, target_recall) + 1  # after each draw

@@ -148,7 +148,7 @@ def run(
                     if draw is None:
                         history[t].append(Pick(hit, float(S[row, j])))
                     else:
-                        n = int((~labelled).sum())
+                        n = len(unlabelled)  # the tasks it was drawn from
                         history[t].append(
                             Pick(hit, float(S[row, j]), True, draw.q, draw.uniform, n, len(X))
                         )
