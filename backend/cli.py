@@ -14,6 +14,8 @@ def _simulate(args: argparse.Namespace) -> None:
     from model.simulate import simulate_csv
 
     given = {k: getattr(args, k) for k in ("f_a", "strategy", "C") if getattr(args, k) is not None}
+    if args.view_choice:
+        given["view_choice"] = True
     config = RankerConfig(**given, random_state=args.random_state)
     pyplot()
     rep = simulate_csv(
@@ -186,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strategy", help="positive, adaptive, margin or information_density")
     s.add_argument("--f-a", dest="f_a", type=float, help="pseudo-negatives per label")
     s.add_argument("--C", type=float, help="inverse regularisation of the linear model")
+    s.add_argument(
+        "--view-choice",
+        action="store_true",
+        help="rank on the embedding with and without the lexical columns, the labels choosing",
+    )
     s.add_argument(
         "--audit-rate",
         type=float,

@@ -150,6 +150,12 @@ def simulation_table(rep: SimulationReport) -> str:
             f"estimate after {len(rep.estimate['total'])} labels: {guess} rare items besides "
             f"the seeds (90% interval; truth {rep.positives}); stopping rule: {at}"
         )
+    if rep.views:
+        (pw, pe), (hw, he) = rep.views["picks"], rep.views["hits"]
+        lines.append(
+            f"view choice (system): the words view filled {pw} contested slots ({hw} rare), "
+            f"the embedding view {pe} ({he} rare)"
+        )
     if rep.f1:
         f1s = ", ".join(f"{t} {v:.2f}" for t, v in rep.f1.items())
         lines.append(f"held-out F1 (system): mean {np.mean(list(rep.f1.values())):.2f} ({f1s})")

@@ -6,6 +6,8 @@ import json
 import logging
 import time
 
+import numpy as np
+
 from backend import labelstudio as ls
 from backend.audit import audit_head
 from backend.client import client_for
@@ -16,6 +18,7 @@ from backend.store import Store
 from backend.warm import project_state
 from model.labels import LabelState
 from model.stored import StoredModel
+from model.view_choice import ViewCredit, outcomes
 
 log = logging.getLogger("rarelabel.worker")
 
@@ -60,11 +63,18 @@ def _retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
             target, logit = asked.get(task, (None, None))
             if target in cfg.targets:
                 state_labels.record_query(task, target, logit)
+    views = state.views_for()
     prio = state.prioritiser_for()
     prio.config = cfg.ranker
-    prio.fit(pool, state_labels, state.rarity_for(state_labels), state.index_for(prio.config))
-    q = prio.queue(cfg.queue_size)
+    rarity, index = state.rarity_for(state_labels), state.index_for(prio.config)
+    if views is None:
+        q, owners = prio.fit(pool, state_labels, rarity, index).queue(cfg.queue_size), None
+    else:  # the credit from what was asked and labelled; a repeated retrain draws the same
+        views.credit = ViewCredit.count(outcomes(store.views(p), labels, cfg.targets))
+        views.rng = np.random.default_rng([p, len(labels)])
+        q, owners = views.fit(pool, state_labels, rarity, index).queue(cfg.queue_size)
     queue = [int(pool.ids[r]) for r in q.rows]
+    owner_of_task = {} if owners is None else dict(zip(queue, owners.tolist(), strict=True))
     label_of_task = dict(zip(queue, q.targets, strict=True))  # the class that asked
     logit_of_task = dict(zip(queue, q.logits.tolist(), strict=True))
     # the fit's own scores when it saw the whole pool; a SEALS fit saw only a view of it
@@ -96,6 +106,7 @@ def _retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
     store.set_status(p, push_in_flight=0)
     asked_now = {t: (label_of_task[t], logit_of_task[t]) for t in plan.writes if t not in audit}
     store.record_asked(p, asked_now)
+    store.record_views(p, {t: v for t, v in owner_of_task.items() if t not in audit})
     store.save_model(p, StoredModel.from_prioritiser(prio, cfg.model_version))
     counts = state_labels.counts()
     estimates = class_estimates(cfg.targets, pool, labels, asked, scores, audits, cfg.target_recall)
@@ -121,6 +132,7 @@ def _retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
         pool_size=len(pool.ids),
         estimates=json.dumps(estimates),
         audit_labels=sum(t in labels for t in audits),
+        views="" if views is None else json.dumps(views_status(views.credit)),
         **{f"positives:{t}": counts[t]["positives"] for t in cfg.targets},
     )
     log.info(
@@ -132,3 +144,12 @@ def _retrain_and_push(store: Store, cfg: ProjectConfig) -> dict:
         len(plan.deletes),
     )
     return {"pushed": written, "removed": len(plan.deletes), "fit_seconds": fit_seconds}
+
+
+def views_status(credit: ViewCredit) -> dict:
+    """What the status page says of the view choice."""
+    return {
+        "picks": credit.picks.tolist(),
+        "hits": credit.hits.tolist(),
+        "p_words_better": round(credit.p_first_better(), 3),
+    }

@@ -76,6 +76,23 @@ def _target_recall(value: Any) -> float:
     return recall
 
 
+def _switch(name: str) -> Callable[[Any], bool]:
+    """A parser of true/false, 1/0, yes/no, on/off (a JSON boolean, or the environment's
+    string) whose error names the setting."""
+
+    def parse(value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"need {name} true or false, got {value!r}")
+
+    return parse
+
+
 def _queue_size(value: Any) -> int:
     n = int(value)
     if not 1 <= n <= 10_000:
@@ -139,6 +156,11 @@ PROJECT_SETTINGS: dict[str, Setting] = {
         "RARELABEL_LEXICAL_DIMS", _R.lexical_dims, int,
         "columns of the pool's own word statistics (TF-IDF -> LSA) beside the embedding, up to "
         "4096; 0 = the embedding alone",
+    ),
+    "view_choice": Setting(
+        "RARELABEL_VIEW_CHOICE", _R.view_choice, _switch("view_choice"),
+        "rank on two views, with and without the lexical columns, interleaved, and let the "
+        "labels choose between them (model.view_choice); off = the lexical columns always",
     ),
     "seals_above": Setting(
         "RARELABEL_SEALS_ABOVE", _R.seals_above, _seals_above,

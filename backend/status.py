@@ -60,6 +60,8 @@ def project_status(
             "labelled": int(number("audit_labels") or 0),
         },
         "target_recall": cfg.target_recall if cfg else TARGET_RECALL,
+        # with view_choice: each view's contested picks and hits (model.view_choice)
+        "views": json.loads(st["views"]) if st.get("views") else None,
         "import": {
             "tasks": int(number("last_import_tasks") or 0),
             "likely_rare": int(number("last_import_likely_rare") or 0),
@@ -127,6 +129,14 @@ def _class_row(t: str, s: dict) -> str:
     )
 
 
+def _views_text(v: dict) -> str:
+    (pw, pe), (hw, he) = v["picks"], v["hits"]
+    return (
+        f"words view: {hw} rare of {pw} contested picks; embedding view: {he} of {pe}; "
+        f"chance the words view is the better: {v['p_words_better']:.0%}"
+    )
+
+
 def _row(label: str, value, field: str) -> str:
     return f'<tr><th>{escape(label)}</th><td data-field="{field}">{escape(str(value))}</td></tr>'
 
@@ -166,6 +176,7 @@ def render(statuses: list[dict]) -> str:
                 f"{s['target_recall']:g}",
                 "target_recall",
             ),  # fmt: skip
+            *([_row("view choice", _views_text(s["views"]), "views")] if s["views"] else []),
             _row("last import: tasks", s["import"]["tasks"], "import_tasks"),
             _row("last import: likely rare", s["import"]["likely_rare"], "import_likely_rare"),
         ]

@@ -28,6 +28,8 @@ Keys (p = Label Studio project id):
   rl:p:pushed          hash task id -> score of our prediction in Label Studio
   rl:p:asked           hash task id -> "class<TAB>logit": the target class that asked for it
                        and its logit then (the class's calibration, model.class_choice)
+  rl:p:view            hash task id -> the view that put it in the queue, or -1: shared
+                       (model.view_choice, with the view_choice setting)
   rl:p:status          hash of figures for /metrics and the status of the last job
   rl:p:curve           list of JSON points {labels, found: {class: n}, estimate: {class: ...}},
                        one per label count a retrain saw (the status page's curve)
@@ -317,7 +319,7 @@ class Store:
         pipe.hdel(self.key(project, "vec"), *ids)
         pipe.srem(self.key(project, "backlog"), *ids)
         pipe.zrem(self.key(project, "claimed"), *ids)
-        for name in ("text", "lex", "pushed", "asked", "audit"):
+        for name in ("text", "lex", "pushed", "asked", "audit", "view"):
             pipe.hdel(self.key(project, name), *ids)
         pipe.srem(self.key(project, "tasks"), *ids)
         removed = pipe.execute()[0]
@@ -451,6 +453,14 @@ class Store:
             c, _, logit = value.decode().partition("\t")
             out[int(t)] = (c, float(logit) if logit else None)
         return out
+
+    def record_views(self, project: int, owners: dict[int, int]) -> None:
+        """Which view put each queued task there (model.view_choice); the latest push wins."""
+        if owners:
+            self.r.hset(self.key(project, "view"), mapping={str(t): v for t, v in owners.items()})
+
+    def views(self, project: int) -> dict[int, int]:
+        return {int(t): int(v) for t, v in self.r.hgetall(self.key(project, "view")).items()}
 
     def record_audit(self, project: int, task: int, draw: Audit) -> None:
         value = json.dumps(asdict(draw))

@@ -24,6 +24,7 @@ from model.labels import LabelState
 from model.prioritiser import LARGE_POOL, Pool, Prioritiser, RankerConfig, embed_prototypes
 from model.screening import OutlierScreen, PoolRarity
 from model.seals import PoolIndex
+from model.view_choice import ViewChoice
 
 log = logging.getLogger("rarelabel.worker")
 LEXICAL_REFIT_GROWTH = 1.25  # refit the pool's word statistics when it has grown by a quarter
@@ -44,6 +45,7 @@ class ProjectState:
     lexical: LexicalFeatures | None = None
     lexical_fitted_at: int = 0  # pool size at the last refit
     prioritiser: Prioritiser | None = None  # on the current feature columns
+    views: ViewChoice | None = None  # with view_choice: both views, the first `prioritiser`
     rarity: PoolRarity | None = None  # outlier score per pool row
     screen: OutlierScreen | None = None  # the import screen, fitted on a pool sample
     index: PoolIndex | None = None  # SEALS neighbour index over the embedding columns
@@ -124,12 +126,24 @@ class ProjectState:
 
     def prioritiser_for(self) -> Prioritiser:
         if self.prioritiser is None:
-            cfg = self.cfg
-            protos = embed_prototypes(
-                embedder(), cfg.targets, cfg.descriptions, self.lexical_columns
-            )
-            self.prioritiser = Prioritiser(cfg.targets, cfg.ranker, protos)
+            self.prioritiser = Prioritiser(self.cfg.targets, self.cfg.ranker, self._prototypes())
         return self.prioritiser
+
+    def views_for(self) -> ViewChoice | None:
+        """Both views' prioritisers (model.view_choice) when the project chooses between
+        them; None when it ranks on one (view_choice off, or no lexical columns)."""
+        cfg = self.cfg
+        if not cfg.ranker.view_choice or self.lexical_columns == 0:
+            return None
+        if self.views is None or self.views.views[0] is not self.prioritiser:
+            embedding = self.pool.X.shape[1] - self.lexical_columns
+            self.views = ViewChoice(cfg.targets, cfg.ranker, self._prototypes(), embedding)
+            self.prioritiser = self.views.views[0]
+        return self.views
+
+    def _prototypes(self) -> dict[str, np.ndarray]:
+        cfg = self.cfg
+        return embed_prototypes(embedder(), cfg.targets, cfg.descriptions, self.lexical_columns)
 
     def rarity_for(self, labels: LabelState) -> PoolRarity | None:
         """LOF rarity of the pool's rows, fitted once per pool and only while some target has

@@ -166,8 +166,11 @@ def run_ours(task: tuple[PoolSpec, str, int]) -> dict:
             X, b.labels[pool.rows], [pool.target], pool.seeds, budget, method, config, protos,
             index_columns=b.X.shape[1],
         )  # fmt: skip
-    return {"method": variant, "key": pool.key, "found": res.found,
-            "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+    out = {"method": variant, "key": pool.key, "found": res.found,
+           "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+    if res.views is not None:  # view choice: each view's contested picks and hits
+        out["views"] = {"picks": res.views.picks.tolist(), "hits": res.views.hits.tolist()}
+    return out
 
 
 def _load_worker(name: str) -> None:
@@ -324,6 +327,10 @@ def summarise(pools: list[dict], runs: list[dict], methods: list[str], budget: i
             "mean_found": np.mean([c[:length] for c in curves], axis=0).round(3).tolist(),
             "seconds_per_run": float(np.mean([r["seconds"] for r in runs if r["method"] == m])),
         }
+        credit = [r["views"] for r in runs if r["method"] == m and "views" in r]
+        if credit:  # view choice: the contested slots each view filled, and its hits there
+            out[m]["views"] = {f: np.sum([c[f] for c in credit], axis=0).tolist()
+                               for f in ("picks", "hits")}  # fmt: skip
         if m != "tropel" and "tropel" in methods and all(("tropel", k) in found for k in keys):
             base = [found[("tropel", key)] for key in keys]
             out[m]["vs_tropel"] = {k: paired_cell(curves, base, k) for k in ks if k <= length}
@@ -366,7 +373,19 @@ def table(summary: dict, methods: list[str], absent: dict[str, str], budget: int
         vs = s.get("vs_tropel")
         paired = " | ".join(vs[k] if vs and k in vs else "(baseline)" for k in ks)
         lines.append(f"| {label} | {rec} | {paired} | {s['seconds_per_run']:.0f} |")
-    return [*lines, "", LEGEND]
+    notes = [views_note(PEER_LABELS.get(m, m), summary[m]["views"])
+             for m in methods if "views" in summary.get(m, {})]  # fmt: skip
+    return [*lines, "", LEGEND, *notes]
+
+
+def views_note(label: str, views: dict) -> str:
+    """Where the labels sent a view-choice method: each view's contested slots and hits."""
+    (pw, pe), (hw, he) = views["picks"], views["hits"]
+    total = max(1, pw + pe)
+    return (
+        f"\n{label}: of {pw + pe} contested slots the words view filled {pw} ({pw / total:.0%}, "
+        f"{hw} hits) and the embedding view {pe} ({he} hits)."
+    )
 
 
 LEGEND = (

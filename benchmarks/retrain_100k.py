@@ -14,6 +14,8 @@ queue (fit + queue(100)), as the worker does after an annotation. In the same ru
   neighbours and a tenth of the pool, kept between steps), handed a neighbour index over
   the first 384 columns as the worker does (built when tasks are imported; timed apart),
   on 1 thread;
+- both views of the view choice (model.view_choice: the default and the embedding's
+  columns alone, their queues interleaved), warm, on 1 thread;
 - after the warm 1-thread refit, the per-class estimates the worker computes next
   (backend.estimates over model/estimate.py: calibration, 400 draws, the interval), on the
   fit's own pool scores, with every label in the history as a pick of one class.
@@ -38,6 +40,7 @@ from backend.estimates import class_estimates  # noqa: E402
 from model.labels import LabelState  # noqa: E402
 from model.prioritiser import Pool, Prioritiser, RankerConfig  # noqa: E402
 from model.seals import PoolIndex  # noqa: E402
+from model.view_choice import ViewChoice  # noqa: E402
 
 
 def make_pool(n: int, d: int = 384, k: int = 14, seed: int = 0):
@@ -77,11 +80,14 @@ def main() -> None:
     t = time.perf_counter()
     index = PoolIndex.build(pool.ids, X, min(384, args.dim))  # the worker's, at import
     build = time.perf_counter() - t
+    choice = RankerConfig(view_choice=True)
     runs = {  # name: (prioritiser, or None for a fresh one each time; BLAS threads)
         "warm, 1 thread": (Prioritiser(targets, RankerConfig()), 1),
         "warm, 2 threads": (Prioritiser(targets, RankerConfig()), 2),
         "cold (baseline)": (None, 1),
         "SEALS, warm": (Prioritiser(targets, RankerConfig(seals_above=0)), 1),
+        # issue 16: both views fitted and their queues interleaved (model.view_choice)
+        "view choice, warm": (ViewChoice(targets, choice, None, min(384, args.dim)), 1),
     }
     timings: dict[str, list[float]] = {name: [] for name in [*runs, "estimates"]}
     for prio, _ in runs.values():  # the first fit is cold for all
@@ -99,7 +105,7 @@ def main() -> None:
             if name == "warm, 1 thread":
                 with threadpool_limits(1):
                     timings["estimates"].append(time_estimates(prio, pool, state, targets))
-    seals = runs["SEALS, warm"][0]  # the last to fit
+    seals = runs["SEALS, warm"][0]
     n_pseudo = sum(len(v) for v in seals.pseudo_negatives_.values())
     print(
         f"pool {args.n} x {args.dim}, 5 target classes, {len(state.labels)} labels, "

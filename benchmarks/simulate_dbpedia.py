@@ -86,6 +86,11 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "fa30": ("system", {"f_a": 30}),
     # the paper's feature update: a network on the frozen features, background splitting
     "feature_update": ("system", {"feature_update_every": 50}),
+    # issue 16, part 3: the default on two views, with and without the lexical columns,
+    # interleaved, the labels choosing between them (model.view_choice)
+    "views": ("system", {"view_choice": True}),
+    # issue 16, part 4: a kNN posterior over the human labels mixed into the ranking
+    "knn": ("system", {"knn_blend": 0.3}),
     "margin": ("system", {"strategy": "margin"}),  # the default with margin queries
     # issue 4: the margin phase's uncertainty measures, SEALS candidate pools
     "ad_margin": ("system", {"strategy": "adaptive"}),

@@ -77,6 +77,12 @@ class RankerConfig:
     # The paper's slow step (model.feature_update): every this many labels, features learnt
     # from the labels, ranked on beside the frozen ones. 0 = off. In simulation only so far.
     feature_update_every: int = 0
+    # Rank on two views, with and without the lexical columns, and let the labels choose
+    # between them (model.view_choice). Off: the lexical columns always (if any).
+    view_choice: bool = False
+    # Weight of a k-nearest-neighbour posterior over the human labels (model.knn) mixed with
+    # each linear class's probability in the ranking; 0 = the linear ranker alone.
+    knn_blend: float = 0.0
     random_state: int = 0
 
     def __post_init__(self) -> None:
@@ -101,8 +107,12 @@ class RankerConfig:
             raise ValueError(f"C must be > 0, got {self.C}")
         if not 0 <= self.outlier_prior <= 1:
             raise ValueError(f"outlier_prior must be in [0, 1], got {self.outlier_prior}")
+        if not 0 <= self.knn_blend < 1:
+            raise ValueError(f"knn_blend must be in [0, 1), got {self.knn_blend}")
         if self.feature_update_every < 0:
             raise ValueError(f"feature_update_every must be >= 0, got {self.feature_update_every}")
+        if self.view_choice and self.feature_update_every:
+            raise ValueError("view_choice and feature_update_every cannot be combined")
         if not 0 <= self.lexical_dims <= 4096:
             raise ValueError(f"lexical_dims must be in [0, 4096], got {self.lexical_dims}")
         if self.seals_above is not None and self.seals_above < 0:
@@ -184,10 +194,14 @@ class Prioritiser:
         targets: list[str],
         config: RankerConfig | None = None,
         prototypes: dict[str, np.ndarray] | None = None,
+        columns: int | None = None,
     ) -> None:
         self.targets = list(targets)
         self.config = config or RankerConfig()
         self.prototypes = prototypes or {}
+        # The leading pool columns its rankers see (None: all): a view of the pool, such as
+        # the embedding without its lexical columns (model.view_choice), with no copy of it.
+        self.columns = columns
         self.rng = np.random.default_rng(self.config.random_state)
         self.rankers_: dict[str, CosineRanker | LinearRanker] = {}
         self.scores_: np.ndarray | None = None  # (n, k) scores of the pool
@@ -230,20 +244,21 @@ class Prioritiser:
         labelled = np.zeros(len(pool.ids), dtype=bool)
         self.labelled_ = pool.rows(state.labels)
         labelled[self.labelled_] = True
-        self.X_ = pool.X
+        self.X_ = X = self._seen(pool.X)
         self.unlabelled_ = np.flatnonzero(~labelled)
         before = self._previous_scores(pool)
         cfg = self.config
         self.contexts_: list[ClassContext] = []
         for j, target in enumerate(self.targets):
             pos, neg = pool.rows(state.positives(target)), pool.rows(state.negatives(target))
+            prototype = self.prototypes.get(target)
             ranker, pseudo = fit_class_ranker(
-                pool.X,
+                X,
                 pos,
                 neg,
                 self.unlabelled_,
                 None if before is None else before[:, j],
-                self.prototypes.get(target),
+                None if prototype is None else self._seen(prototype),
                 previous=self.rankers_.get(target),
                 f_a=cfg.f_a,
                 C=cfg.C,
@@ -266,10 +281,27 @@ class Prioritiser:
             for j in unseen:  # still ranked by its prototype: cosine-like scale
                 blend = blend_prior(self.scores_[:, j], rarity, self.config.outlier_prior)
                 self.scores_[:, j] = 2 * blend - 1
+        linear = [j for j, ctx in enumerate(self.contexts_) if ctx.linear]
+        if self.config.knn_blend > 0 and linear:
+            self._blend_neighbours(X, pool, state, linear)
         self.ids_ = list(pool.ids)
         if self.config.class_choice == "calibrated":  # the evidence the class choice reads
             self.asks_ = [state.recent_asks(t, self.config.precision_window) for t in self.targets]
         return self
+
+    def _blend_neighbours(self, X: np.ndarray, pool: Pool, state: LabelState, linear) -> None:
+        """Each linear class's ranking mixed with its kNN posterior (model.knn); the raw
+        scores, which the pseudo-negatives and estimates read, stay the linear model's."""
+        from model.knn import K, blend, knn_posterior, nearest_labelled
+
+        neighbours, similarity = nearest_labelled(X, self.labelled_, K)
+        if self.scores_ is self.raw_scores_:
+            self.scores_ = self.raw_scores_.copy()
+        for j in linear:
+            positive = np.zeros(len(pool.ids), dtype=bool)
+            positive[pool.rows(state.positives(self.targets[j]))] = True
+            posterior = knn_posterior(neighbours, similarity, positive)
+            self.scores_[:, j] = blend(self.scores_[:, j], posterior, self.config.knn_blend)
 
     def forget_solutions(self) -> Prioritiser:
         """The pool's columns changed (a feature update): the next fit starts each class
@@ -295,7 +327,11 @@ class Prioritiser:
     def score(self, X: np.ndarray) -> np.ndarray:
         """(n, k) per-class scores; one matrix product for all classes."""
         W = np.stack([self.rankers_[t].weights[0] for t in self.targets], axis=1)
-        return project(X, W, [self.rankers_[t].weights[1] for t in self.targets])
+        return project(self._seen(X), W, [self.rankers_[t].weights[1] for t in self.targets])
+
+    def _seen(self, X: np.ndarray) -> np.ndarray:
+        """The columns of `X` (rows or one vector) the rankers see: a view, not a copy."""
+        return X if self.columns is None else X[..., : self.columns]
 
     def queue(self, n: int) -> Queue:
         """The `n` unlabelled rows most wanted next."""

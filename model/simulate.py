@@ -18,6 +18,7 @@ from model.feature_update import FeatureUpdate, background_classes
 from model.features import pad_prototypes, pool_features, with_lexical
 from model.labels import LabelState, has
 from model.prioritiser import Pool, Prioritiser, RankerConfig, embed_prototypes
+from model.view_choice import ViewChoice, ViewCredit
 
 CHECKPOINTS = (50, 100, 300)
 
@@ -32,6 +33,8 @@ class RunResult:
     # with `estimates`: each class's estimate after 1, 2, ... labels (aligned with `found`)
     estimates: list[dict[str, Estimate]] | None = field(default=None, repr=False)
     audit: list[bool] = field(default_factory=list, repr=False)  # which labels were audit picks
+    # with `config.view_choice`: each view's contested picks and hits (model.view_choice)
+    views: ViewCredit | None = field(default=None, repr=False)
 
 
 def tropel_config(config: RankerConfig) -> RankerConfig:
@@ -95,7 +98,12 @@ def run(
         config = tropel_config(config)
     elif method not in ("system", "random"):
         raise ValueError(f"unknown method {method!r}")
-    prio = Prioritiser(targets, config, prototypes) if method != "random" else None
+    views = None
+    if method == "system" and config.view_choice and config.lexical_dims > 0:
+        views = ViewChoice(targets, config, prototypes, X.shape[1] - config.lexical_dims)
+        prio = views.views[0]  # the words view: what the estimates and audits read
+    else:
+        prio = Prioritiser(targets, config, prototypes) if method != "random" else None
     index = None
     if prio is not None and index_columns and config.needs_index(len(X)):
         from model.seals import PoolIndex
@@ -126,7 +134,11 @@ def run(
                 break
             row = int(random_order[step])
         else:
-            queue = prio.fit(pool, state, index=index).queue(1)
+            if views is None:
+                queue, owner = prio.fit(pool, state, index=index).queue(1), None
+            else:
+                queue, owners = views.fit(pool, state, index=index).queue(1)
+                owner = int(owners[0]) if len(owners) else None
             S = pool_scores(prio, pool.X) if tracked else None
             if estimates and step > 0:
                 ests.append(class_estimates(history, S, labelled, targets))
@@ -154,6 +166,8 @@ def run(
                         )
         state.set_label(row, str(labels[row]))
         labelled[row] = True
+        if views is not None and not audit and owner is not None:
+            views.credit.add(owner, bool(is_rare[row]))
         audits.append(audit)
         n_found += bool(is_rare[row])
         found.append(n_found)
@@ -164,7 +178,10 @@ def run(
         prio.fit(pool, state, index=index)
         if estimates and len(ests) < len(found):
             ests.append(class_estimates(history, pool_scores(prio, pool.X), labelled, targets))
-    return RunResult(method, found, elapsed, prio, state, ests if estimates else None, audits)
+    credit = None if views is None else views.credit
+    return RunResult(
+        method, found, elapsed, prio, state, ests if estimates else None, audits, credit
+    )
 
 
 def pool_scores(prio: Prioritiser, X: np.ndarray) -> np.ndarray:
@@ -233,6 +250,8 @@ class SimulationReport:
     positives_by_target: dict[str, int] | None = None
     stopped_at: int | None = None  # labels spent when every class's rule first said stop
     stopped_at_by_target: dict[str, int | None] | None = None
+    # with view choice: each view's contested picks and hits in the system run
+    views: dict[str, list[int]] | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -256,6 +275,9 @@ def report(
         recall={r.method: {k: recall_at(r.found, positives, k) for k in CHECKPOINTS} for r in runs},
         positives_by_target=positives_by_target,
     )
+    system = next((r for r in runs if r.method == "system" and r.views is not None), None)
+    if system is not None:
+        rep.views = {"picks": system.views.picks.tolist(), "hits": system.views.hits.tolist()}
     system = next((r for r in runs if r.method == "system" and r.estimates is not None), None)
     if system is not None and seeds is not None:
         _add_estimates(rep, system.estimates, seeds)

@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LS_VERSION = "1.23.2"
+# label-studio 1.23.2 asks for sentry-sdk>=2.16 and fails at start-up under sentry-sdk 3
+# ("Unknown option 'send_default_pii'"), which PyPI now serves to a new venv
+LS_PINS = (f"label-studio=={LS_VERSION}", "sentry-sdk>=2.16,<3")
 USERNAME = "admin@rarelabel.test"
 PASSWORD = "rarelabel-admin-pass"
 TOKEN = "rarelabel-test-token-0123456789abcdef"  # legacy token: > 5 chars, any string
@@ -46,16 +49,23 @@ def venv_dir() -> Path:
 
 
 def ensure_ls_venv() -> Path:
-    """Path of the ``label-studio`` executable, installing it into its venv if missing."""
+    """Path of the ``label-studio`` executable, installing it into its venv if missing. A
+    venv made with other pins (an earlier version of this list) gets these first: the
+    marker file beside it says which pins it holds."""
     venv = venv_dir()
-    exe = venv / "bin" / "label-studio"
-    if exe.exists():
+    exe, marker = venv / "bin" / "label-studio", venv / ".rarelabel-pins"
+    wanted = " ".join(LS_PINS)
+    if exe.exists() and marker.exists() and marker.read_text() == wanted:
         return exe
-    print(f"[ls_harness] creating {venv} and installing label-studio=={LS_VERSION} ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--progress-bar", "off"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, f"label-studio=={LS_VERSION}"], check=True)
+    if not exe.exists():
+        print(f"[ls_harness] creating {venv} and installing {wanted} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    else:
+        print(f"[ls_harness] bringing {venv} to {wanted} ...", flush=True)
+    subprocess.run([*pip, *LS_PINS], check=True)
+    marker.write_text(wanted)
     print("[ls_harness] label-studio installed", flush=True)
     return exe
 

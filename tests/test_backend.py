@@ -110,6 +110,7 @@ def test_seals_is_on_from_a_pool_size_that_can_be_set_or_turned_off(monkeypatch)
         ({"lexical_dims": -1}, "lexical_dims"),
         ({"seals_above": -1}, "seals_above"),
         ({"seals_above": "lots"}, "numeric"),
+        ({"view_choice": "maybe"}, "view_choice"),
         ("{not json", "JSON"),
     ],
 )
@@ -126,6 +127,7 @@ OTHER_VALUES = {  # a valid value other than the default for each of the ranker'
     "outlier_prior": "0.5",
     "lexical_dims": "16",
     "seals_above": "5000",
+    "view_choice": "on",
 }
 
 
@@ -176,7 +178,8 @@ def test_a_config_stored_before_the_ranker_was_held_whole_still_loads():
     assert (cfg.ranker.f_a, cfg.ranker.seals_above, cfg.queue_size) == (20.0, None, 50)
     assert cfg.audit_rate == 0.0  # settings added since: their defaults
     assert cfg.target_recall == 0.95
-    added = {"audit_rate": 0.0, "audit_uniform_share": 0.5, "target_recall": 0.95}
+    added = {"audit_rate": 0.0, "audit_uniform_share": 0.5, "target_recall": 0.95,
+             "view_choice": False}  # fmt: skip
     assert json.loads(cfg.to_json()) == {**json.loads(stored), **added}
 
 

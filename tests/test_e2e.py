@@ -296,3 +296,50 @@ def test_an_audit_sample_is_served_first_and_feeds_the_estimates(stack):
         metric(m, "rarelabel_random_labels_to_verify", {"project": str(pid), "class": common})
         == (est["random_labels_to_verify"])
     )
+
+
+def test_with_view_choice_the_labels_credit_the_view_that_queued_each_task(stack):
+    """`view_choice`: both views queue tasks, *Label All Tasks* serves the merged queue, and
+    each label credits the view that put its task there, as the status page reports."""
+    studio, url, store = stack["studio"], stack["url"], stack["store"]
+    client = ls.make_client(studio.url, studio.token)
+    pid = int(
+        client.projects.create(
+            title="e2e views", label_config=(REPO / "label_config.xml").read_text()
+        ).id
+    )
+    rows = dataset()[:400]
+    client.projects.import_tasks(pid, request=[{"text": text} for _, text in rows])
+    text_label = {text: label for label, text in rows}
+    truth = {int(t["id"]): text_label[t["data"]["text"]] for t in ls.fetch_tasks(client, pid)}
+    common = "Artist"  # ~7% of the rows: the views' picks hold hits and misses
+    ls.connect_backend(client, pid, url, extra_params={"targets": [common], "view_choice": True})
+    wait_for(lambda: store.pool_size(pid) == len(rows), 180, "the pool", every=1)
+
+    def retrained_on(n: int) -> bool:
+        return store.status(pid).get("labels_seen") == str(n) and not store.dirty(pid)
+
+    seeds = [t for t, lab in truth.items() if lab == common][:2]
+    for task in seeds:
+        ls.create_annotation(client, task, common, "label", "text")
+    wait_for(lambda: retrained_on(len(seeds)), 60, "the seeds' retrain")
+    served = []
+    for n in range(len(seeds) + 1, len(seeds) + 13):
+        task = int(ls.next_task(client, pid)["id"])
+        assert task in store.views(pid), f"served {task}, which no view queued"
+        served.append(task)
+        ls.create_annotation(client, task, truth[task], "label", "text")
+        wait_for(lambda n=n: retrained_on(n), 60, f"the retrain on {n} labels")
+
+    owners = {t: store.views(pid)[t] for t in served}
+    picks = [sum(owners[t] == v for t in served) for v in (0, 1)]
+    hits = [sum(owners[t] == v and truth[t] == common for t in served) for v in (0, 1)]
+    mine = next(
+        s
+        for s in httpx.get(f"{url}/status.json", timeout=5).json()["projects"]
+        if s["project"] == pid
+    )
+    views = mine["views"]
+    assert (views["picks"], views["hits"]) == (picks, hits), (views, owners)
+    assert 0 <= views["p_words_better"] <= 1
+    assert "view choice" in httpx.get(f"{url}/status", timeout=5).text

@@ -448,3 +448,20 @@ def test_f1_per_target_matches_a_direct_count():
     for j, t in enumerate(["A", "B"]):
         assert f1[t] == pytest.approx(f1_score(y_test == t, scores[:, j] > 0))
     assert min(f1.values()) > 0.5
+
+
+def test_simulate_with_view_choice_reports_each_views_contested_picks(
+    csv_files, real_pool, tmp_path, capsys
+):
+    from backend.cli import main
+
+    out = tmp_path / "views"
+    args = [str(csv_files["pool"]), "--target", real_pool.targets[0], "--budget", "30"]
+    assert main(["simulate", *args, "--view-choice", "--out", str(out)]) == 0
+    views = json.loads((out / "curve.json").read_text())["views"]
+    assert sum(views["picks"]) > 0
+    assert all(0 <= h <= n for h, n in zip(views["hits"], views["picks"], strict=True))
+    assert sum(views["picks"]) <= 30  # one slot per label at most
+    assert "view choice (system)" in capsys.readouterr().out
+    assert main(["simulate", *args, "--out", str(tmp_path / "plain")]) == 0
+    assert json.loads((tmp_path / "plain" / "curve.json").read_text())["views"] is None
