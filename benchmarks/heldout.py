@@ -296,7 +296,7 @@ def checkpoints(budget: int) -> list[int]:
 
 
 def paired_cell(mine: list[list[int]], base: list[list[int]], k: int) -> str:
-    """Finds added over tropel by label k, summed over the pools, and (more/equal/fewer, p)."""
+    """Finds over the baseline by label k, summed over the pools; (more/equal/fewer, p)."""
     d = np.array([a[k - 1] - b[k - 1] for a, b in zip(mine, base, strict=True)])
     more, fewer = int((d > 0).sum()), int((d < 0).sum())
     p = harness.sign_test(more, fewer)
@@ -308,8 +308,11 @@ def pool_record(p: PoolSpec) -> dict:
             "seeds": sorted(p.seeds)}  # fmt: skip
 
 
-def summarise(pools: list[dict], runs: list[dict], methods: list[str], budget: int) -> dict:
-    """Per method: mean recall@k over the pools, the mean found curve, and against tropel."""
+def summarise(
+    pools: list[dict], runs: list[dict], methods: list[str], budget: int, against: str = "tropel"
+) -> dict:
+    """Per method: mean recall@k over the pools, the mean found curve, and against the
+    baseline method (`against`) on the same pools."""
     ks = checkpoints(budget)
     positives = {p["key"]: p["positives"] for p in pools}
     found = {(r["method"], r["key"]): r["found"] for r in runs}
@@ -331,9 +334,9 @@ def summarise(pools: list[dict], runs: list[dict], methods: list[str], budget: i
         if credit:  # view choice: the contested slots each view filled, and its hits there
             out[m]["views"] = {f: np.sum([c[f] for c in credit], axis=0).tolist()
                                for f in ("picks", "hits")}  # fmt: skip
-        if m != "tropel" and "tropel" in methods and all(("tropel", k) in found for k in keys):
-            base = [found[("tropel", key)] for key in keys]
-            out[m]["vs_tropel"] = {k: paired_cell(curves, base, k) for k in ks if k <= length}
+        if m != against and against in methods and all((against, k) in found for k in keys):
+            base = [found[(against, key)] for key in keys]
+            out[m]["paired"] = {k: paired_cell(curves, base, k) for k in ks if k <= length}
     return out
 
 
@@ -354,12 +357,14 @@ def heading(name: str, pools: list[dict], budget: int) -> list[str]:
     ]
 
 
-def table(summary: dict, methods: list[str], absent: dict[str, str], budget: int) -> list[str]:
+def table(
+    summary: dict, methods: list[str], absent: dict[str, str], budget: int, against: str = "tropel"
+) -> list[str]:
     """The markdown rows: a method per row, or the reason it is absent."""
     ks = checkpoints(budget)
     lines = [
         "| method | " + " | ".join(f"R@{k}" for k in ks)
-        + " | " + " | ".join(f"vs tropel @{k}" for k in ks) + " | s/run |",
+        + " | " + " | ".join(f"vs {against} @{k}" for k in ks) + " | s/run |",
         "|---" * (2 * len(ks) + 2) + "|",
     ]  # fmt: skip
     for m in methods:
@@ -370,12 +375,12 @@ def table(summary: dict, methods: list[str], absent: dict[str, str], budget: int
             continue
         s = summary[m]
         rec = " | ".join(harness.fmt(s["recall"][k]) for k in ks)
-        vs = s.get("vs_tropel")
+        vs = s.get("paired")
         paired = " | ".join(vs[k] if vs and k in vs else "(baseline)" for k in ks)
         lines.append(f"| {label} | {rec} | {paired} | {s['seconds_per_run']:.0f} |")
     notes = [views_note(PEER_LABELS.get(m, m), summary[m]["views"])
              for m in methods if "views" in summary.get(m, {})]  # fmt: skip
-    return [*lines, "", LEGEND, *notes]
+    return [*lines, "", LEGEND.format(against=against), *notes]
 
 
 def views_note(label: str, views: dict) -> str:
@@ -389,13 +394,13 @@ def views_note(label: str, views: dict) -> str:
 
 
 LEGEND = (
-    "R@k: found / min(k, positives), mean over the pools. vs tropel @k: finds added by label "
+    "R@k: found / min(k, positives), mean over the pools. vs {against} @k: finds added by label "
     "k, summed over the pools (pools with more/equal/fewer finds, two-sided sign test p). "
     "s/run: mean seconds per pool (wall, on a shared machine)."
 )
 
 
-def held_out_together(report: dict, methods: list[str], budget: int) -> str:
+def held_out_together(report: dict, methods: list[str], budget: int, against: str) -> str:
     """Every held-out pool of the sets run, as one table: the issue's question in one line
     per method (a method absent from any set is left out)."""
     pools, runs = [], []
@@ -407,9 +412,9 @@ def held_out_together(report: dict, methods: list[str], budget: int) -> str:
     if not pools:
         return ""
     names = ", ".join(n for n in report["sets"] if not SETS[n].tuning)
-    summary = summarise(pools, runs, methods, budget)
+    summary = summarise(pools, runs, methods, budget, against)
     head = [f"### The held-out sets together ({len(pools)} pools: {names})", ""]
-    return "\n".join(head + table(summary, methods, {}, budget))
+    return "\n".join(head + table(summary, methods, {}, budget, against))
 
 
 def plot(name: str, summary: dict, positives: float, path: Path) -> None:
@@ -458,6 +463,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1, help="processes (default 1)")
     p.add_argument("--variants", default="default,tropel", help="of simulate_dbpedia's VARIANTS")
     p.add_argument("--no-peers", action="store_true", help="skip ASReview and small-text")
+    p.add_argument("--against", default="tropel",
+                   help="the method every other is paired with (default tropel)")  # fmt: skip
     p.add_argument("--small-text", choices=SMALL_TEXT, default="anchoral", help="its strategy")
     p.add_argument("--out", type=Path, default=OUT / "heldout.json")
     p.add_argument("--log", type=Path, default=OUT / "heldout.log")
@@ -497,13 +504,15 @@ def run_set(name: str, args: argparse.Namespace, py: Path | None, files: Path) -
     return {**record, "runs": runs, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def render(name: str, record: dict, methods: list[str], budget: int, files: Path) -> str:
+def render(
+    name: str, record: dict, methods: list[str], budget: int, files: Path, against: str
+) -> str:
     """The set's summary, markdown table and plot, from its record (fresh or saved)."""
-    record["summary"] = summarise(record["pools"], record["runs"], methods, budget)
+    record["summary"] = summarise(record["pools"], record["runs"], methods, budget, against)
     why = record.get("why_no_peers")
     absent = {**{m: why for m in PEERS if why}, **record["absent"]}
     md = "\n".join(heading(name, record["pools"], budget)
-                   + table(record["summary"], methods, absent, budget))  # fmt: skip
+                   + table(record["summary"], methods, absent, budget, against))  # fmt: skip
     png = files / f"{name}.png"
     positives = float(np.mean([p["positives"] for p in record["pools"]]))
     plot(name, record["summary"], positives, png)
@@ -522,8 +531,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         for name, record in saved["sets"].items():
             methods = saved.get("methods") or [*saved["args"]["variants"], *PEERS]
-            print(render(name, record, methods, saved["args"]["budget"], files) + "\n")
-        print(held_out_together(saved, methods, saved["args"]["budget"]))
+            budget = saved["args"]["budget"]
+            print(render(name, record, methods, budget, files, args.against) + "\n")
+        print(held_out_together(saved, methods, saved["args"]["budget"], args.against))
         if len(args.table) > 1:
             harness.write_json(args.out, saved, indent=1)
         return 0
@@ -540,11 +550,12 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     for name in args.sets:
         record = {**run_set(name, args, py, files), "why_no_peers": why_no_peers}
-        print("\n" + render(name, record, methods, args.budget, files) + "\n", flush=True)
+        md = render(name, record, methods, args.budget, files, args.against)
+        print("\n" + md + "\n", flush=True)
         report["sets"][name] = record
         harness.write_json(args.out, report, indent=1)  # after each set: a stop keeps the sets done
         harness.log(f"{name}: done in {record['seconds']:.0f} s; {args.out}, {record['plot']}")
-    print("\n" + held_out_together(report, methods, args.budget), flush=True)
+    print("\n" + held_out_together(report, methods, args.budget, args.against), flush=True)
     harness.log(f"all sets in {(time.perf_counter() - t_all) / 60:.1f} min")
     return 0
 

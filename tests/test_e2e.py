@@ -232,33 +232,43 @@ def test_a_multi_label_project_counts_every_chosen_class(stack):
     assert store.labels(pid) == {task: frozenset(chosen)}
 
 
-def test_an_audit_sample_is_served_first_and_feeds_the_estimates(stack):
-    """`audit_rate`: now and then a random task heads the queue, *Label All Tasks* serves it
-    next, and the estimates count it as an audit pick."""
+COMMON = "Artist"  # ~7% of the rows: a ranker's picks hold hits and misses
+SESSION_TASKS = 400
+
+
+def labelling_session(stack, title: str, extra: dict) -> tuple:
+    """A project of SESSION_TASKS texts connected with these extra params, its pool embedded and two
+    COMMON seeds labelled and retrained on: (client, project id, truth per task,
+    retrained_on(n), the seeds)."""
     studio, url, store = stack["studio"], stack["url"], stack["store"]
     client = ls.make_client(studio.url, studio.token)
-    pid = int(
-        client.projects.create(
-            title="e2e audit", label_config=(REPO / "label_config.xml").read_text()
-        ).id
-    )
-    rows = dataset()[:400]
+    label_config = (REPO / "label_config.xml").read_text()
+    pid = int(client.projects.create(title=title, label_config=label_config).id)
+    rows = dataset()[:SESSION_TASKS]
     client.projects.import_tasks(pid, request=[{"text": text} for _, text in rows])
     text_label = {text: label for label, text in rows}
     truth = {int(t["id"]): text_label[t["data"]["text"]] for t in ls.fetch_tasks(client, pid)}
-    common = "Artist"  # ~7% of the rows: the ranker's picks hold hits and misses, so the
-    extra = {"targets": [common], "audit_rate": 0.5}  # estimate is a number, not "unknown"
-    extra["audit_uniform_share"] = 1.0  # every draw uniform: the sample test's
-    ls.connect_backend(client, pid, url, extra_params=extra)
+    ls.connect_backend(client, pid, url, extra_params={"targets": [COMMON], **extra})
     wait_for(lambda: store.pool_size(pid) == len(rows), 180, "the pool", every=1)
 
     def retrained_on(n: int) -> bool:
         return store.status(pid).get("labels_seen") == str(n) and not store.dirty(pid)
 
-    seeds = [t for t, lab in truth.items() if lab == common][:2]
+    seeds = [t for t, lab in truth.items() if lab == COMMON][:2]
     for task in seeds:
-        ls.create_annotation(client, task, common, "label", "text")
+        ls.create_annotation(client, task, COMMON, "label", "text")
     wait_for(lambda: retrained_on(len(seeds)), 60, "the seeds' retrain")
+    return client, pid, truth, retrained_on, seeds
+
+
+def test_an_audit_sample_is_served_first_and_feeds_the_estimates(stack):
+    """`audit_rate`: now and then a random task heads the queue, *Label All Tasks* serves it
+    next, and the estimates count it as an audit pick."""
+    url, store, common = stack["url"], stack["store"], COMMON
+    # COMMON's picks hold hits and misses, so the estimate is a number, not "unknown"; every
+    # draw uniform: the sample test's
+    extra = {"audit_rate": 0.5, "audit_uniform_share": 1.0}
+    client, pid, truth, retrained_on, seeds = labelling_session(stack, "e2e audit", extra)
     served = []
     for n in range(len(seeds) + 1, len(seeds) + 15):
         drawn = set(store.audits(pid))
@@ -288,10 +298,10 @@ def test_an_audit_sample_is_served_first_and_feeds_the_estimates(stack):
     # each draw says which half of the mixture drew it, and from how many unlabelled tasks;
     # the uniform ones are the sample whose test's price the estimate states
     draws = store.audits(pid).values()
-    full = [d for d in draws if d.pool == len(rows)]  # (not one drawn while it was embedded)
-    assert full and all(len(rows) - 2 - 14 <= d.population <= len(rows) - 2 for d in full)
+    full = [d for d in draws if d.pool == SESSION_TASKS]  # (not one drawn while it was embedded)
+    assert full and all(SESSION_TASKS - 2 - 14 <= d.population <= SESSION_TASKS - 2 for d in full)
     assert all(d.uniform for d in draws)  # audit_uniform_share reached the draws
-    assert not est["verified"] and 0 < est["random_labels_to_verify"] < len(rows)
+    assert not est["verified"] and 0 < est["random_labels_to_verify"] < SESSION_TASKS
     assert (
         metric(m, "rarelabel_random_labels_to_verify", {"project": str(pid), "class": common})
         == (est["random_labels_to_verify"])
@@ -301,28 +311,9 @@ def test_an_audit_sample_is_served_first_and_feeds_the_estimates(stack):
 def test_with_view_choice_the_labels_credit_the_view_that_queued_each_task(stack):
     """`view_choice`: both views queue tasks, *Label All Tasks* serves the merged queue, and
     each label credits the view that put its task there, as the status page reports."""
-    studio, url, store = stack["studio"], stack["url"], stack["store"]
-    client = ls.make_client(studio.url, studio.token)
-    pid = int(
-        client.projects.create(
-            title="e2e views", label_config=(REPO / "label_config.xml").read_text()
-        ).id
-    )
-    rows = dataset()[:400]
-    client.projects.import_tasks(pid, request=[{"text": text} for _, text in rows])
-    text_label = {text: label for label, text in rows}
-    truth = {int(t["id"]): text_label[t["data"]["text"]] for t in ls.fetch_tasks(client, pid)}
-    common = "Artist"  # ~7% of the rows: the views' picks hold hits and misses
-    ls.connect_backend(client, pid, url, extra_params={"targets": [common], "view_choice": True})
-    wait_for(lambda: store.pool_size(pid) == len(rows), 180, "the pool", every=1)
-
-    def retrained_on(n: int) -> bool:
-        return store.status(pid).get("labels_seen") == str(n) and not store.dirty(pid)
-
-    seeds = [t for t, lab in truth.items() if lab == common][:2]
-    for task in seeds:
-        ls.create_annotation(client, task, common, "label", "text")
-    wait_for(lambda: retrained_on(len(seeds)), 60, "the seeds' retrain")
+    url, store, common = stack["url"], stack["store"], COMMON
+    extra = {"view_choice": True}
+    client, pid, truth, retrained_on, seeds = labelling_session(stack, "e2e views", extra)
     served = []
     for n in range(len(seeds) + 1, len(seeds) + 13):
         task = int(ls.next_task(client, pid)["id"])
