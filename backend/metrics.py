@@ -11,6 +11,7 @@ from rq.registry import FailedJobRegistry
 from backend.queueing import EMBED_QUEUE, QUEUE
 from backend.status import project_status
 from backend.store import Store
+from model.view_choice import VIEWS
 
 GAUGES = {
     "last_retrain_at": (
@@ -85,6 +86,7 @@ class StoreCollector:
             lag.add_metric([str(p)], float(health["ranking_stale"]))
             errors.add_metric([str(p)], float(health["failing"]))
         yield from (aside, lag, errors, backlog)
+        yield from view_gauges({p: h["views"] for p, h in healths.items() if h["views"]})
         found = GaugeMetricFamily(
             "rarelabel_rare_positives_found",
             "Human-labelled positives per rare class",
@@ -130,6 +132,19 @@ def estimate_gauges(estimates: dict[int, dict]):
             for t, e in per_class.items():
                 if e.get(known) is not None:
                     family.add_metric([str(p), t], float(e[field]))
+        yield family
+
+
+def view_gauges(views: dict[int, dict]):
+    """With view_choice: each view's contested picks and the rare items among them."""
+    for field, name, help_text in (
+        ("picks", "rarelabel_view_contested_picks", "Labelled tasks a view put in contested slots"),
+        ("hits", "rarelabel_view_hits", "Rare items among a view's contested picks"),
+    ):
+        family = GaugeMetricFamily(name, help_text, labels=["project", "view"])
+        for p, v in views.items():
+            for view, value in zip(VIEWS, v[field], strict=True):
+                family.add_metric([str(p), view], float(value))
         yield family
 
 

@@ -5,11 +5,12 @@ a few picks on short intents, where the embedding alone already separates the cl
 global setting is right for both, so each project runs the default loop twice, on two views
 of the same rows: "words" (the embedding and the lexical columns) and "embedding" (its
 leading columns alone), both fitted on every label. Their queues are merged by team-draft
-interleaving (Radlinski, Kurup and Joachims 2008): where both want the same task next it is
+interleaving (Radlinski, Kurup and Joachims 2008): a task among both views' next few is
 shared, otherwise one view's next task goes in, and that view owns it. A label on an owned
 task is one pick of that view, a hit if the task is in any rare class. The view that fills a
-contested slot is drawn by Thompson sampling on the hit rates, so the better view soon fills
-most of them, and a shared task, which either view would have served, costs nothing.
+contested slot is drawn by Thompson sampling on the hit rates, so the better view fills more
+of them as its lead shows, and a shared task, which either view would have served, costs
+nothing. Measured in docs/heldout.md: it is off by default (the `view_choice` setting).
 
 The picks are counted from what was asked and what the labels said (`ViewCredit.count`), so
 the worker rebuilds them from its store after a crash, as it does the class calibration.
@@ -19,11 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.labels import Label, has
+from model.labels import Label, LabelState, has
 from model.prioritiser import Pool, Prioritiser, Queue, RankerConfig
+
+if TYPE_CHECKING:
+    from model.screening import PoolRarity
+    from model.seals import PoolIndex
 
 VIEWS = ("words", "embedding")
 SHARED = -1  # the owner of a task both views asked for
@@ -102,7 +108,13 @@ class ViewChoice:
         self.rng = np.random.default_rng([config.random_state, 2])
         self.credit = ViewCredit()
 
-    def fit(self, pool: Pool, state, rarity=None, index=None) -> ViewChoice:
+    def fit(
+        self,
+        pool: Pool,
+        state: LabelState,
+        rarity: np.ndarray | PoolRarity | None = None,
+        index: PoolIndex | None = None,
+    ) -> ViewChoice:
         for prio in self.views:
             prio.fit(pool, state, rarity, index)
         return self

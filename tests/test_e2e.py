@@ -333,4 +333,9 @@ def test_with_view_choice_the_labels_credit_the_view_that_queued_each_task(stack
     views = mine["views"]
     assert (views["picks"], views["hits"]) == (picks, hits), (views, owners)
     assert 0 <= views["p_words_better"] <= 1
+    m = httpx.get(f"{url}/metrics", timeout=5).text
+    for v, name in enumerate(("words", "embedding")):
+        labels = {"project": str(pid), "view": name}
+        assert metric(m, "rarelabel_view_contested_picks", labels) == picks[v]
+        assert metric(m, "rarelabel_view_hits", labels) == hits[v]
     assert "view choice" in httpx.get(f"{url}/status", timeout=5).text
