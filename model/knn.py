@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.rankers import project
+from model.rankers import project, sigmoid
 
 K = 10  # neighbours per row
 TEMPERATURE = 0.05  # of the similarity weights: the nearest labelled rows speak loudest
@@ -47,6 +47,6 @@ def knn_posterior(
 
 def blend(margin: np.ndarray, posterior: np.ndarray, weight: float) -> np.ndarray:
     """The linear margin and the posterior mixed as probabilities, returned as a margin."""
-    p = (1 - weight) / (1 + np.exp(-np.clip(margin, -30, 30))) + weight * posterior
+    p = (1 - weight) * sigmoid(margin) + weight * posterior
     p = np.clip(p, 1e-9, 1 - 1e-9)
     return (np.log(p) - np.log1p(-p)).astype(np.float32)
