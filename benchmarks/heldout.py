@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import harness  # noqa: E402
+from benchmarks.background_split import split_linear_stage  # noqa: E402
 from benchmarks.data_dir import data_file  # noqa: E402
 from benchmarks.simulate_dbpedia import VARIANTS  # noqa: E402
 from model.data import Dataset, build_pool  # noqa: E402
@@ -51,6 +53,9 @@ PEER_LABELS = {"asreview": "ASReview LAB (ELAS u4)", "small-text": "small-text"}
 # classes as breaking ties and entropy do
 SMALL_TEXT = {"anchoral": "AnchorAL + least confidence", "least_confidence": "least confidence"}
 PEER_PINS = ("asreview==3.0.8", "small-text==1.4.1", "hnswlib==0.8.0")  # hnswlib: AnchorAL
+# Variants that are not a RankerConfig: the default's loop with a benchmark-only part swapped
+# in for the run (a context manager given the pool's random state).
+EXPERIMENTS = {"bg_split": split_linear_stage}  # benchmarks/background_split.py
 
 
 @dataclass(frozen=True)
@@ -155,11 +160,13 @@ def run_ours(task: tuple[PoolSpec, str, int]) -> dict:
     pool, variant, budget = task
     b = LOADED
     assert b is not None
-    method, kwargs = VARIANTS[variant]
+    experiment = EXPERIMENTS.get(variant)
+    method, kwargs = VARIANTS["default" if experiment else variant]
     config = RankerConfig(random_state=pool.state, **kwargs)
     texts = [b.texts[i] for i in pool.rows]
     t0 = time.perf_counter()
-    with threadpool_limits(1):
+    swapped = experiment(random_state=pool.state) if experiment else nullcontext()
+    with threadpool_limits(1), swapped:
         X, _ = pool_features(b.X[pool.rows], texts, config.lexical_dims, pool.state)
         protos = pad_prototypes({pool.target: b.prototypes[pool.target]}, config.lexical_dims)
         res = run(
@@ -461,7 +468,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--states", type=int, default=3, help="random states 0..N-1 (default 3)")
     p.add_argument("--budget", type=int, default=300)
     p.add_argument("--jobs", type=int, default=1, help="processes (default 1)")
-    p.add_argument("--variants", default="default,tropel", help="of simulate_dbpedia's VARIANTS")
+    p.add_argument("--variants", default="default,tropel",
+                   help="of simulate_dbpedia's VARIANTS, or bg_split")  # fmt: skip
     p.add_argument("--no-peers", action="store_true", help="skip ASReview and small-text")
     p.add_argument("--against", default="tropel",
                    help="the method every other is paired with (default tropel)")  # fmt: skip
@@ -474,8 +482,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.sets = [s for s in args.sets.split(",") if s]
     args.variants = [v for v in args.variants.split(",") if v]
-    for bad, known in ((set(args.sets) - set(SETS), SETS), (set(args.variants) - set(VARIANTS),
-                       VARIANTS)):  # fmt: skip
+    variants = [*VARIANTS, *EXPERIMENTS]
+    for bad, known in ((set(args.sets) - set(SETS), SETS), (set(args.variants) - set(variants),
+                       variants)):  # fmt: skip
         if bad:
             p.error(f"unknown {', '.join(sorted(bad))}; choose from {', '.join(known)}")
     if min(args.states, args.budget, args.jobs) < 1:
