@@ -17,6 +17,7 @@ float (PyTorch); the frozen one is the service's int8 export (their recall diffe
 most 0.02: docs/benchmarks.md, "Embedding").
 
     python benchmarks/contrastive_update.py --sets dbpedia14_0.005 --states 1
+    python benchmarks/contrastive_update.py --pools 1      # one update's cost
 """
 
 from __future__ import annotations
@@ -116,18 +117,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--states", type=int, default=1)
     p.add_argument("--before", type=int, default=100)
     p.add_argument("--after", type=int, default=200)
+    p.add_argument("--pools", type=int, default=None, help="the first N pools of each set")
     p.add_argument("--out", type=Path, default=heldout.OUT / "contrastive_update.json")
     args = p.parse_args(argv)
     names = [s for s in args.sets.split(",") if s]
     if bad := sorted(set(names) - set(heldout.SETS)):
         p.error(f"unknown {', '.join(bad)}; choose from {', '.join(heldout.SETS)}")
-    if min(args.states, args.before, args.after) < 1:
-        p.error("--states, --before and --after must be >= 1")
+    if min(args.states, args.before, args.after, args.pools or 1) < 1:
+        p.error("--states, --before, --after and --pools must be >= 1")
     report = {"args": {**vars(args), "out": str(args.out)}, "sets": {}}
     for name in names:
         loaded = heldout.load(heldout.SETS[name])
         results = []
-        for pool in heldout.pools(heldout.SETS[name], loaded, args.states):
+        for pool in heldout.pools(heldout.SETS[name], loaded, args.states)[: args.pools]:
             r = run_pool(loaded, pool, args)
             results.append(r)
             brief = {k: v for k, v in r.items() if k not in ("frozen", "tuned")}
