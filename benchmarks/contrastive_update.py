@@ -120,9 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pools", type=int, default=None, help="the first N pools of each set")
     p.add_argument("--out", type=Path, default=heldout.OUT / "contrastive_update.json")
     args = p.parse_args(argv)
-    names = [s for s in args.sets.split(",") if s]
-    if bad := sorted(set(names) - set(heldout.SETS)):
-        p.error(f"unknown {', '.join(bad)}; choose from {', '.join(heldout.SETS)}")
+    names = heldout.parse_sets(p, args.sets)
     if min(args.states, args.before, args.after, args.pools or 1) < 1:
         p.error("--states, --before, --after and --pools must be >= 1")
     report = {"args": {**vars(args), "out": str(args.out)}, "sets": {}}

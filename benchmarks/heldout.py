@@ -492,6 +492,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def parse_sets(p: argparse.ArgumentParser, text: str) -> list[str]:
+    """`--sets` of a script that runs on this suite's sets: the names, or a usage error."""
+    names = [s for s in text.split(",") if s]
+    if bad := sorted(set(names) - set(SETS)):
+        p.error(f"unknown {', '.join(bad)}; choose from {', '.join(SETS)}")
+    return names
+
+
 def name_small_text(strategy: str) -> None:
     PEER_LABELS["small-text"] = f"small-text ({SMALL_TEXT[strategy]})"
 

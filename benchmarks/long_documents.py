@@ -71,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-chunks", type=int, default=None, help="chunks per text (default all)")
     p.add_argument("--out", type=Path, default=heldout.OUT / "long_documents.json")
     args = p.parse_args(argv)
-    names = [s for s in args.sets.split(",") if s]
-    if bad := sorted(set(names) - set(heldout.SETS)):
-        p.error(f"unknown {', '.join(bad)}; choose from {', '.join(heldout.SETS)}")
+    names = heldout.parse_sets(p, args.sets)
     if min(args.states, args.budget, args.max_chunks or 1) < 1:
         p.error("--states, --budget and --max-chunks must be >= 1")
     methods = [*METHODS, *(f"{m}_whole" for m in METHODS)]
