@@ -76,23 +76,30 @@ def test_the_embedding_view_ranks_as_the_loop_on_the_embedding_alone():
 
 @pytest.mark.parametrize("words_help", [True, False], ids=["words-separate", "words-mislead"])
 def test_the_labels_choose_the_view_that_finds_the_rare_items(words_help):
-    X, L, labels = pool_world(rng(3 if words_help else 1), words_help)
-    seeds = {int(i): "A" for i in np.flatnonzero(labels == "A")[:3]}
-    config = RankerConfig(lexical_dims=D, view_choice=True, outlier_prior=0)
-    protos = pad_prototypes({"A": X[0]}, D)
-    res = run(with_lexical(X, L), labels, ["A"], seeds, 80, "system", config, protos)
-    credit = res.views
-    assert credit is not None and credit.picks.sum() >= 10  # the views disagreed, often
+    """Over three worlds: one seeded run is one draw of the Thompson sampler, and which
+    draw a seed gives moves with the numerical libraries (seed 1 alone filled 1.8x, not 2x,
+    the better view's share on one machine)."""
+    picks, found, best_found = np.zeros(2), 0, 0
+    for seed in range(3):
+        X, L, labels = pool_world(rng(seed), words_help)
+        seeds = {int(i): "A" for i in np.flatnonzero(labels == "A")[:3]}
+        config = RankerConfig(lexical_dims=D, view_choice=True, outlier_prior=0)
+        protos = pad_prototypes({"A": X[0]}, D)
+        res = run(with_lexical(X, L), labels, ["A"], seeds, 80, "system", config, protos)
+        credit = res.views
+        assert credit is not None and credit.picks.sum() >= 10  # the views disagreed, often
+        p = credit.p_first_better()  # the posterior says which view is the better
+        assert p > 0.75 if words_help else p < 0.5
+        picks += credit.picks
+        alone = RankerConfig(lexical_dims=D if words_help else 0, outlier_prior=0)
+        best = run(
+            with_lexical(X, L) if words_help else X, labels, ["A"], seeds, 80, "system", alone,
+            protos if words_help else {"A": X[0]},
+        )  # fmt: skip
+        found, best_found = found + res.found[-1], best_found + best.found[-1]
     better = 0 if words_help else 1
-    assert credit.picks[better] >= 2 * credit.picks[1 - better]  # it filled most of them
-    p = credit.p_first_better()  # and the posterior says which view is the better
-    assert p > 0.75 if words_help else p < 0.5
-    alone = RankerConfig(lexical_dims=D if words_help else 0, outlier_prior=0)
-    best = run(
-        with_lexical(X, L) if words_help else X, labels, ["A"], seeds, 80, "system", alone,
-        protos if words_help else {"A": X[0]},
-    )  # fmt: skip
-    assert res.found[-1] >= 0.8 * best.found[-1]  # close to the better view run alone
+    assert picks[better] >= 2 * picks[1 - better]  # it filled most of the contested slots
+    assert found >= 0.8 * best_found  # close to the better view run alone
 
 
 def test_view_choice_refuses_to_run_with_a_feature_update():
