@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import harness, heldout  # noqa: E402
 from model.embedding import DEFAULT_MODEL, resolve_model  # noqa: E402
 from model.features import pad_prototypes, pool_features  # noqa: E402
-from model.prioritiser import RankerConfig  # noqa: E402
+from model.prioritiser import RankerConfig, prototype_text  # noqa: E402
 from model.simulate import run  # noqa: E402
 
 PAIRS_PER_TEXT = 20  # SetFit's default number of pair iterations
@@ -103,7 +103,7 @@ def run_pool(loaded, pool, args) -> dict:
     tuned = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
     out["embed_s"] = round(time.perf_counter() - t0, 1)
     X_tuned = np.hstack([tuned.astype(np.float32), X[:, loaded.X.shape[1] :]])
-    proto = model.encode([pool.target], normalize_embeddings=True)
+    proto = model.encode([prototype_text(pool.target)], normalize_embeddings=True)
     protos_tuned = pad_prototypes({pool.target: proto[0].astype(np.float32)}, lexical)
     for name, Xs, ps in (("frozen", X, protos), ("tuned", X_tuned, protos_tuned)):
         res = run(Xs, labels, [pool.target], known, args.after, "system", config, ps)

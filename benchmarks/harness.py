@@ -57,9 +57,17 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return np.sort(np.concatenate(source)), np.sort(np.concatenate(test))
 
 
-def embed(texts: list[str], chunk: int = 2000) -> tuple[Embedder, np.ndarray]:
-    """Every text through the shared SQLite cache, chunk by chunk under one progress bar."""
-    embedder = Embedder(cache=SQLiteCache(default_cache_path()))
+def shared_embedder() -> Embedder:
+    """The project's embedder on the benchmarks' shared SQLite cache."""
+    return Embedder(cache=SQLiteCache(default_cache_path()))
+
+
+def embed(
+    texts: list[str], chunk: int = 2000, with_embedder: Embedder | None = None
+) -> tuple[Embedder, np.ndarray]:
+    """Every text through the shared SQLite cache, chunk by chunk under one progress bar;
+    `with_embedder` reuses one whose model is loaded already."""
+    embedder = with_embedder or shared_embedder()
     parts = []
     with tqdm(total=len(texts), desc="embedding (cached)", unit="text") as bar:
         for start in range(0, len(texts), chunk):

@@ -480,13 +480,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="print saved results (a later file's set replaces an earlier's) and "
                    "write them merged to --out; run nothing")  # fmt: skip
     args = p.parse_args(argv)
-    args.sets = [s for s in args.sets.split(",") if s]
+    args.sets = parse_sets(p, args.sets)
     args.variants = [v for v in args.variants.split(",") if v]
     variants = [*VARIANTS, *EXPERIMENTS]
-    for bad, known in ((set(args.sets) - set(SETS), SETS), (set(args.variants) - set(variants),
-                       variants)):  # fmt: skip
-        if bad:
-            p.error(f"unknown {', '.join(sorted(bad))}; choose from {', '.join(known)}")
+    if bad := sorted(set(args.variants) - set(variants)):
+        p.error(f"unknown {', '.join(bad)}; choose from {', '.join(variants)}")
     if min(args.states, args.budget, args.jobs) < 1:
         p.error("--states, --budget and --jobs must be >= 1")
     return args

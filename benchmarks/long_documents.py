@@ -53,10 +53,10 @@ def chunk_texts(
 
 def whole_document_embedding(texts: list[str], max_chunks: int | None) -> np.ndarray:
     """(n, d): each text's chunks embedded (the shared cache), averaged, normalised."""
-    embedder, _ = harness.embed(texts[:1])
+    embedder = harness.shared_embedder()
     chunks, owner = chunk_texts(texts, embedder._load().tokenizer, max_chunks=max_chunks)
     harness.log(f"{len(texts)} texts -> {len(chunks)} chunks of <= {WINDOW} wordpieces")
-    _, C = harness.embed(chunks)
+    _, C = harness.embed(chunks, with_embedder=embedder)  # the model loaded once
     X = np.zeros((len(texts), C.shape[1]), dtype=np.float64)
     np.add.at(X, owner, C)
     X /= np.linalg.norm(X, axis=1, keepdims=True)
